@@ -1,0 +1,54 @@
+"""``kdecode.decode``: a drop-in replacement for ``Image.open(f).convert()``-free Pillow decoding."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import KdecodeError
+from .jpeg.reader import Source, read_coefficients
+from .models.registry import list_models, load_model, resolve_model
+
+_OUTPUTS = ("pil", "numpy", "torch")
+_model_cache: dict = {}
+
+
+def _get_model(name: str, quality, device):
+    key = (name, quality, str(device))
+    if key not in _model_cache:
+        _model_cache[key] = load_model(name, quality=quality, device=device)
+    return _model_cache[key]
+
+
+def decode(src: Source, model: str | None = "auto", device=None, output: str = "pil", **read_options):
+    """Decode a JPEG (path, bytes or binary file object).
+
+    ``model=None`` or ``"exact"``: exactly what Pillow returns after ``load()`` (mode L or RGB,
+    same size, identical pixels). A model name restores the image with that model;
+    ``"auto"`` picks the best shipped model for the file and device.
+    ``output``: ``"pil"`` (PIL.Image), ``"numpy"`` (uint8 HxW or HxWx3) or ``"torch"`` (uint8
+    CHW tensor on ``device``). ``read_options`` go to :func:`read_coefficients`
+    (``max_pixels``, ``allow_truncated``).
+    """
+    if output not in _OUTPUTS:
+        raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+    name = resolve_model(model, device)
+    if name not in list_models():
+        raise KdecodeError("model", f"unknown model {model!r}; available: {', '.join(list_models())} (or None/'auto')")
+    coeffs = read_coefficients(src, **read_options)
+    quality = None
+    decoder = _get_model(name, quality, device)
+    with torch.inference_mode():
+        image = decoder.decode(coeffs, device)  # uint8 [C, H, W]
+    return _convert(image, output, device)
+
+
+def _convert(image: torch.Tensor, output: str, device):
+    if output == "torch":
+        return image.to(device) if device is not None else image
+    array = image.cpu().numpy()
+    array = array[0] if array.shape[0] == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
+    if output == "numpy":
+        return array
+    from PIL import Image
+
+    return Image.fromarray(array, "L" if array.ndim == 2 else "RGB")

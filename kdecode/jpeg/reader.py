@@ -1,0 +1,201 @@
+"""``read_coefficients``: from a path, bytes or file object to :class:`JpegCoefficients`.
+
+The marker parser checks the file first (cheap, no allocation); a backend then entropy-decodes
+it. Backends share one interface (``read(data, path, header, source) -> list of int16 block
+arrays and their tables``) so the reader can be swapped without touching anything above.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+
+from ..errors import CorruptJpegError, KdecodeError, UnsupportedJpegError
+from .coefficients import Component, JpegCoefficients
+from .markers import JpegHeader, parse_header
+
+Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+
+@dataclass
+class Settings:
+    """Process-wide defaults; every reading function also takes them as arguments.
+
+    ``max_image_pixels``: width*height above which a file is refused before decoding (like
+    Pillow's ``Image.MAX_IMAGE_PIXELS``; the default equals the size at which Pillow raises
+    ``DecompressionBombError``). ``None`` disables the check.
+    ``allow_truncated``: accept truncated or corrupt entropy-coded data (missing blocks are
+    zero, like Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES``); the count of corrupt-data
+    warnings is kept in ``JpegCoefficients.warnings``.
+    """
+
+    max_image_pixels: int | None = 2 * 89_478_485
+    allow_truncated: bool = False
+
+
+settings = Settings()
+
+
+def _load_source(src: Source) -> tuple[bytes, str | None, str]:
+    """Return (data, path or None, display name)."""
+    if isinstance(src, (str, os.PathLike)):
+        path = os.fspath(src)
+        with open(path, "rb") as f:
+            return f.read(), path, path
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(src), None, "<bytes>"
+    if hasattr(src, "read"):
+        data = src.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError("file object must be opened in binary mode")
+        name = getattr(src, "name", None)
+        return bytes(data), None, name if isinstance(name, str) else "<file object>"
+    raise TypeError(f"expected a path, bytes or a binary file object, got {type(src).__name__}")
+
+
+class JpeglibBackend:
+    """Reads coefficients with jpeglib (a ctypes binding of libjpeg).
+
+    jpeglib needs a path, so bytes go through a temporary file; it prints libjpeg's warnings
+    on the C stderr, so they are captured there to turn corrupt data into an error (jpeglib
+    itself returns zero-filled blocks for truncated files). Both make this backend slow and
+    serial (a lock guards the stderr redirection): the native reader replaces it.
+    """
+
+    name = "jpeglib"
+    _lock = threading.Lock()
+
+    def __init__(self):
+        import jpeglib
+
+        self._jpeglib = jpeglib
+        # libjpeg-turbo 2.1 reads arithmetic-coded files, IJG 6b (jpeglib's default) does not.
+        jpeglib.version.set("turbo210")
+
+    def read(self, data: bytes, path: str | None, header: JpegHeader, source: str):
+        import tempfile
+
+        with self._lock:
+            tmp = None
+            try:
+                if path is None:
+                    fd, tmp = tempfile.mkstemp(suffix=".jpg")
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                with _CaptureStderr() as err:
+                    try:
+                        d = self._jpeglib.read_dct(path or tmp)
+                        d.load()
+                    except Exception as e:  # jpeglib raises bare OSError/RuntimeError
+                        raise CorruptJpegError(source, f"libjpeg failed: {err.text().strip() or e}") from None
+            finally:
+                if tmp:
+                    os.unlink(tmp)
+        messages = err.text()
+        # Each decode pass prints the warning; count distinct lines.
+        warnings = len({ln for ln in messages.splitlines() if ln.strip()})
+        planes = [d.Y, d.Cb, d.Cr][: len(header.components)]
+        qt = np.asarray(d.qt)
+        qtables = [qt[int(i)].astype(np.uint16) for i in d.quant_tbl_no[: len(header.components)]]
+        return [np.ascontiguousarray(p, dtype=np.int16) for p in planes], qtables, warnings, messages
+
+
+class _CaptureStderr:
+    """Redirect the process-level fd 2 to a temporary file (libjpeg writes there directly)."""
+
+    def __enter__(self):
+        import sys
+        import tempfile
+
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self._text = self._file.read().decode("utf-8", "replace")
+        self._file.close()
+        return False
+
+    def text(self) -> str:
+        return getattr(self, "_text", "")
+
+
+_backend = None
+
+
+def get_backend():
+    global _backend
+    if _backend is None:
+        _backend = JpeglibBackend()
+    return _backend
+
+
+def backend_info() -> dict:
+    """Which coefficient reader is active, and its details."""
+    b = get_backend()
+    return {"reader": b.name}
+
+
+def read_coefficients(src: Source, *, max_pixels: int | None | str = "default",
+                      allow_truncated: bool | None = None) -> JpegCoefficients:
+    """Read the quantized DCT coefficients and quantization tables of a JPEG.
+
+    ``src``: a path, ``bytes`` or a binary file object. Returns :class:`JpegCoefficients`
+    (int16 ``[blocks_h, blocks_w, 8, 8]`` blocks per component, natural order, with the file's
+    own uint16 ``[8, 8]`` tables). Raises a :class:`KdecodeError` subclass for anything that is
+    not a decodable 8-bit JPEG, is over ``max_pixels``, or is truncated/corrupt (unless
+    ``allow_truncated``).
+    """
+    data, path, name = _load_source(src)
+    return read_coefficients_from_bytes(data, name, path=path, max_pixels=max_pixels,
+                                        allow_truncated=allow_truncated)
+
+
+def read_coefficients_from_bytes(data: bytes, name: str = "<bytes>", *, path: str | None = None,
+                                 max_pixels: int | None | str = "default",
+                                 allow_truncated: bool | None = None) -> JpegCoefficients:
+    if max_pixels == "default":
+        max_pixels = settings.max_image_pixels
+    if allow_truncated is None:
+        allow_truncated = settings.allow_truncated
+    header = parse_header(data, name, max_pixels, allow_truncated)
+    backend = get_backend()
+    planes, qtables, warnings, messages = backend.read(data, path, header, name)
+    if warnings and not allow_truncated:
+        first = messages.strip().splitlines()[0] if messages.strip() else "corrupt data"
+        raise CorruptJpegError(name, f"corrupt entropy-coded data ({first})")
+    comps = []
+    for fc, blocks, qt in zip(header.components, planes, qtables):
+        comps.append(Component(id=fc.id, h_samp=fc.h_samp, v_samp=fc.v_samp, qtable=qt,
+                               blocks=blocks, qtable_index=fc.qtable_index))
+    coeffs = JpegCoefficients(width=header.width, height=header.height, color_space=header.color_space,
+                              components=comps, progressive=header.progressive,
+                              arithmetic=header.arithmetic, restart_interval=header.restart_interval,
+                              source=name, warnings=warnings + int(header.truncated))
+    _check_grid(coeffs, name)
+    return coeffs
+
+
+def _check_grid(c: JpegCoefficients, name: str) -> None:
+    """The block grid a backend returns must be the component's own size: anything else would
+    silently shift the image."""
+    for i, comp in enumerate(c.components):
+        ch, cw = c.component_size(i)
+        want = (-(-ch // 8), -(-cw // 8), 8, 8)
+        if comp.blocks.shape != want:
+            raise KdecodeError(name, f"reader returned blocks {comp.blocks.shape} for component {i}, expected {want}")
+        if comp.qtable.shape != (8, 8) or (comp.qtable == 0).any():
+            raise CorruptJpegError(name, f"component {i} has no valid quantization table")
+
+
+__all__ = ["read_coefficients", "read_coefficients_from_bytes", "settings", "Settings", "backend_info",
+           "UnsupportedJpegError"]

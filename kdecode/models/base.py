@@ -1,0 +1,30 @@
+"""The decoder interface every model implements."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..jpeg.coefficients import JpegCoefficients
+from ..pipeline import decode_exact
+
+
+class Decoder(nn.Module):
+    """A model that turns :class:`JpegCoefficients` into pixels.
+
+    ``decode(coeffs, device)`` returns uint8 ``[C, H, W]`` (C = 1 for gray files, 3 for colour),
+    the same shape the exact decode returns.
+    """
+
+    name = "decoder"
+
+    def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class ExactDecoder(Decoder):
+    """No learned parameters: libjpeg-turbo's integer pipeline, bit-exact with Pillow."""
+
+    name = "exact"
+
+    def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:
+        return decode_exact(coeffs, device)

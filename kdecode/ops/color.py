@@ -1,0 +1,43 @@
+"""YCbCr <-> RGB, JFIF full-range (ITU-R BT.601), as libjpeg does it.
+
+Integer inputs use libjpeg's 16-bit fixed-point tables (jdcolor.c), bit-exact; float inputs
+use the real-valued matrix (differentiable). Channels are on ``dim`` (default -3, i.e. CHW).
+"""
+from __future__ import annotations
+
+import torch
+
+# jdcolor.c: FIX(x) = round(x * 2^16), ONE_HALF = 2^15.
+_FIX_1_40200 = 91881
+_FIX_1_77200 = 116130
+_FIX_0_71414 = 46802
+_FIX_0_34414 = 22554
+
+
+def ycbcr_to_rgb(ycbcr: torch.Tensor, dim: int = -3) -> torch.Tensor:
+    """``ycbcr`` with 3 channels on ``dim`` -> RGB. uint8/int in: exact libjpeg result as uint8."""
+    y, cb, cr = ycbcr.unbind(dim)
+    if ycbcr.is_floating_point():
+        cb, cr = cb - 128, cr - 128
+        r = y + 1.402 * cr
+        g = y - 0.344136286 * cb - 0.714136286 * cr
+        b = y + 1.772 * cb
+        return torch.stack([r, g, b], dim)
+    y, cb, cr = y.to(torch.int32), cb.to(torch.int32) - 128, cr.to(torch.int32) - 128
+    r = y + ((_FIX_1_40200 * cr + 32768) >> 16)
+    b = y + ((_FIX_1_77200 * cb + 32768) >> 16)
+    g = y + ((-_FIX_0_34414 * cb - _FIX_0_71414 * cr + 32768) >> 16)
+    return torch.stack([r, g, b], dim).clamp_(0, 255).to(torch.uint8)
+
+
+def rgb_to_ycbcr(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:
+    """RGB -> YCbCr (float math; integer input is rounded back to uint8 like jccolor.c)."""
+    x = rgb.to(torch.float64) if not rgb.is_floating_point() else rgb
+    r, g, b = x.unbind(dim)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168735892 * r - 0.331264108 * g + 0.5 * b + 128
+    cr = 0.5 * r - 0.418687589 * g - 0.081312411 * b + 128
+    out = torch.stack([y, cb, cr], dim)
+    if rgb.is_floating_point():
+        return out
+    return torch.floor(out + 0.5).clamp_(0, 255).to(torch.uint8)
