@@ -149,10 +149,10 @@ class NativeBackend:
     name = "native"
 
     def __init__(self):
-        from .. import _jpegnative
+        import importlib
 
-        self._native = _jpegnative
-        self.library = _jpegnative.libjpeg_version
+        self._native = importlib.import_module("kdecode._jpegnative")
+        self.library = self._native.libjpeg_version
 
     def read(self, data: bytes, path: str | None, header: JpegHeader, source: str,
              allow_truncated: bool = True):
