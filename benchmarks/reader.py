@@ -2,8 +2,8 @@
 
     python benchmarks/reader.py [--repeat 7] [--jpeglib]
 
-For each image set (../shared/data/BSDS500, all 432 files, when present; a generated 2000x1500
-quality-90 4:2:0 photo-like image, read 16 times per pass) it times, interleaved pass by pass:
+For each image set (../shared/data/BSDS500, all 432 files, when present; the generated 2000x1500
+quality-90 4:2:0 photo of benchmarks/common.py, 16 times per pass) it times, pass by pass:
 - Pillow: ``Image.open(BytesIO(b)).load()`` (entropy decoding + IDCT + upsampling + colour);
 - kdecode: ``read_coefficients(b)`` with the active reader (single thread);
 - with ``--jpeglib``: the same through the jpeglib fallback reader;
@@ -20,15 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, features
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kdecode, built in place
 
 import kdecode  # noqa: E402
+from common import file_sets, machine, markdown_table, megapixels  # noqa: E402
 from kdecode.jpeg import reader  # noqa: E402
-import corpus  # noqa: E402
 
 
 def pillow_decode(files):
@@ -52,35 +51,24 @@ def passes(fns: dict, repeat: int) -> dict:
     return times
 
 
-def image_sets() -> dict:
-    sets = {}
-    if corpus.BSDS500.is_dir():
-        sets["BSDS500 (432 files)"] = [p.read_bytes() for p in sorted(corpus.BSDS500.rglob("*.jpg"))]
-    else:
-        print(f"skipping BSDS500: {corpus.BSDS500} not found")
-    photo = corpus.pillow_jpeg(corpus.photo_like(2000, 1500, seed=0), quality=90, subsampling=2)
-    sets["2000x1500 q90 4:2:0 (x16)"] = [photo] * 16
-    return sets
-
-
-def megapixels(files) -> float:
-    return sum(Image.open(io.BytesIO(b)).size[0] * Image.open(io.BytesIO(b)).size[1] for b in files) / 1e6
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--jpeglib", action="store_true", help="also time the jpeglib fallback reader")
+    ap.add_argument("--output", type=Path, default=None, help="also write the markdown table here")
     args = ap.parse_args(argv)
-    info = kdecode.backend_info()
-    print(f"reader: {info}; Pillow {Image.__version__} (libjpeg-turbo "
-          f"{__import__('PIL.features', fromlist=['x']).version('libjpeg_turbo')})")
+    header = (f"Machine: {machine()}; reader: {kdecode.backend_info()}; Pillow's libjpeg-turbo "
+              f"{features.version('libjpeg_turbo')}; {args.repeat} passes")
+    print(header)
     rows = []
-    for name, files in image_sets().items():
+    sets = file_sets(["bsds500", "photo2000x1500-q90"])
+    if "photo2000x1500-q90" in sets:
+        sets["photo2000x1500-q90"] *= 16  # one pass: 16 reads, for steadier timings and 2 workers
+    for name, files in sets.items():
         mp = megapixels(files)
         read_all(files)  # warm up: page in files, allocator, libraries
         pillow_decode(files)
-        fns = {"pillow decode": lambda: pillow_decode(files), "read_coefficients": lambda: read_all(files)}
+        fns = {"Pillow decode": lambda: pillow_decode(files), "read_coefficients": lambda: read_all(files)}
         if args.jpeglib:
             def jpeglib_read():
                 reader.set_backend("jpeglib")
@@ -90,16 +78,20 @@ def main(argv=None) -> int:
                     reader.set_backend(None)
             fns["jpeglib reader"] = jpeglib_read
         single = passes(fns, args.repeat)
-        threads = passes({f"{w} worker{'s' if w > 1 else ''}": (lambda w=w: kdecode.read_coefficients_batch(files, workers=w))
-                          for w in (1, 2)}, args.repeat)
-        best = {k: min(v) for k, v in {**single, **threads}.items()}
-        median = {k: statistics.median(v) for k, v in {**single, **threads}.items()}
-        for k in best:
-            base = "pillow decode" if k in single else "1 worker"
-            rows.append((name, k, mp / best[k], mp / median[k], best[base] / best[k], median[base] / median[k], base))
-    print(f"\n{'image set':<26} {'what':<18} {'MP/s best':>10} {'MP/s median':>12} {'x best':>7} {'x median':>9}  vs")
-    for name, k, mps_best, mps_med, r_best, r_med, base in rows:
-        print(f"{name:<26} {k:<18} {mps_best:>10.1f} {mps_med:>12.1f} {r_best:>7.2f} {r_med:>9.2f}  {base}")
+        threads = passes({f"batch, {w} worker{'s' if w > 1 else ''}":
+                          (lambda w=w: kdecode.read_coefficients_batch(files, workers=w)) for w in (1, 2)},
+                         args.repeat)
+        for group, anchor in ((single, "Pillow decode"), (threads, "batch, 1 worker")):
+            best = {k: min(v) for k, v in group.items()}
+            median = {k: statistics.median(v) for k, v in group.items()}
+            for k in group:
+                rows.append([name, len(files), k, f"{mp / best[k]:.1f}", f"{mp / median[k]:.1f}",
+                             f"{best[anchor] / best[k]:.2f}x", f"{median[anchor] / median[k]:.2f}x", anchor])
+    table = markdown_table(["files", "n", "reader", "MP/s best", "MP/s median", "ratio best", "ratio median", "vs"],
+                           rows)
+    print(table)
+    if args.output:
+        args.output.write_text(header + "\n\n" + table + "\n")
     return 0
 
 

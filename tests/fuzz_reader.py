@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import io
 import os
 import random
 import sys
@@ -30,8 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-import corpus  # noqa: E402
 import kdecode  # noqa: E402
+from conftest import SHARED_DATA, encode, photo  # noqa: E402
+from extra_jpegs import jpeglib_jpeg  # noqa: E402
 
 # A frame limit for fuzzing: mutated dimensions up to this stay in play (the default limit of
 # 179 MP would make a legitimately huge, slow image out of one flipped height byte).
@@ -40,49 +40,28 @@ INTERESTING = [0x00, 0x01, 0x02, 0x07, 0x08, 0x0F, 0x10, 0x11, 0x3F, 0x40, 0x7F,
                0xC4, 0xC9, 0xCA, 0xD0, 0xD7, 0xD8, 0xD9, 0xDA, 0xDB, 0xDD, 0xFE, 0xFF]
 
 
-def _texture(w: int, h: int, rng: np.random.Generator, channels: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = 128 + 60 * np.sin(xx / (3 + rng.random() * 9)) * np.cos(yy / (2 + rng.random() * 7))
-    img = base[..., None] + rng.normal(0, 25, (h, w, channels))
-    return np.clip(img, 0, 255).astype(np.uint8).squeeze()
-
-
 def make_seeds(bsds: int = 0) -> list[bytes]:
     """Small JPEGs covering the decoder's paths (deterministic)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(1234)
     seeds = []
-    configs = [  # (w, h, mode, subsampling, progressive, extra save options)
-        (64, 48, "RGB", 2, False, {}),
-        (64, 48, "RGB", 2, True, {}),
-        (33, 17, "RGB", 1, False, {"optimize": True}),
-        (40, 40, "RGB", 0, True, {}),
-        (57, 31, "L", 0, False, {"restart_marker_blocks": 3}),
-        (96, 64, "RGB", 2, False, {"restart_marker_rows": 1}),
-        (96, 64, "RGB", 0, True, {"restart_marker_blocks": 5}),
-        (17, 9, "L", 0, True, {}),
-        (120, 80, "RGB", 2, False, {"quality": 20}),
-        (120, 80, "RGB", 1, True, {"quality": 97}),
+    configs = [  # (h, w, gray, save options)
+        (48, 64, False, {"subsampling": "4:2:0"}),
+        (48, 64, False, {"subsampling": "4:2:0", "progressive": True}),
+        (17, 33, False, {"subsampling": "4:2:2", "optimize": True}),
+        (40, 40, False, {"subsampling": "4:4:4", "progressive": True}),
+        (31, 57, True, {"restart_marker_blocks": 3}),
+        (64, 96, False, {"subsampling": "4:2:0", "restart_marker_rows": 1}),
+        (64, 96, False, {"subsampling": "4:4:4", "progressive": True, "restart_marker_blocks": 5}),
+        (9, 17, True, {"progressive": True}),
+        (80, 120, False, {"subsampling": "4:2:0", "quality": 20}),
+        (80, 120, False, {"subsampling": "4:2:2", "progressive": True, "quality": 97}),
     ]
-    for w, h, mode, ss, prog, extra in configs:
-        img = Image.fromarray(_texture(w, h, rng, 3 if mode == "RGB" else 1), mode)
-        b = io.BytesIO()
-        opts = {"quality": 75, "subsampling": ss, "progressive": prog, **extra}
-        img.save(b, "JPEG", **opts)
-        seeds.append(b.getvalue())
-    seeds += arithmetic_jpegs(rng)
+    for i, (h, w, gray, options) in enumerate(configs):
+        seeds.append(encode(photo(h, w, seed=i, gray=gray), **{"quality": 75, **options}))
+    seeds += [jpeglib_jpeg(photo(40, 48, seed=20), 80, flags)
+              for flags in (["+ARITH_CODE"], ["+ARITH_CODE", "+PROGRESSIVE_MODE"])]
     if bsds:
-        seeds += [p.read_bytes() for p in sorted((corpus.BSDS500 / "test").glob("*.jpg"))[:bsds]]
+        seeds += [p.read_bytes() for p in sorted((SHARED_DATA / "BSDS500" / "test").glob("*.jpg"))[:bsds]]
     return seeds
-
-
-def arithmetic_jpegs(rng: np.random.Generator) -> list[bytes]:
-    """Arithmetic-coded files, sequential and progressive (Pillow cannot write them)."""
-    from PIL import Image
-
-    return [corpus.jpeglib_jpeg(Image.fromarray(_texture(48, 40, rng, 3)), 80, flags)
-            for flags in (["+ARITH_CODE"], ["+ARITH_CODE", "+PROGRESSIVE_MODE"])]
 
 
 def _segments(data: bytes) -> list[tuple[int, int]]:

@@ -18,8 +18,8 @@ from kdecode.errors import CorruptJpegError, KdecodeError, UnsupportedJpegError
 from kdecode.jpeg import reader
 from kdecode.jpeg.markers import parse_header
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import corpus  # noqa: E402
+from conftest import corpus, encode, photo, shared_dir
+from extra_jpegs import extra_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,12 +69,12 @@ def assert_same(native, reference):
         np.testing.assert_array_equal(a.qtable, b.qtable)
 
 
-PILLOW = corpus.pillow_corpus()
-EXTRA = corpus.extra_corpus()
+PILLOW = dict(corpus())  # the foundation corpus
+EXTRA = extra_corpus()
 
 
 @pytest.mark.parametrize("name", sorted(PILLOW))
-def test_same_as_jpeglib_on_pillow_corpus(name, use_backend):
+def test_same_as_jpeglib_on_foundation_corpus(name, use_backend):
     native, reference = read_both(PILLOW[name], use_backend)
     assert_same(native, reference)
     assert native.warnings == 0
@@ -104,9 +104,7 @@ def test_corpus_covers_what_it_claims():
 
 @pytest.mark.shared
 def test_same_as_jpeglib_on_bsds500(use_backend):
-    if not corpus.BSDS500.is_dir():
-        pytest.skip(f"{corpus.BSDS500} not found (../shared is only in CI and on the dev machines)")
-    files = sorted(corpus.BSDS500.rglob("*.jpg"))
+    files = sorted(shared_dir("BSDS500").rglob("*.jpg"))
     assert len(files) == 432
     for path in files:
         native, reference = read_both(path.read_bytes(), use_backend)
@@ -114,7 +112,7 @@ def test_same_as_jpeglib_on_bsds500(use_backend):
 
 
 def test_reads_paths_files_and_bytes_alike(tmp_path):
-    data = next(d for n, d in PILLOW.items() if n.startswith("33x17-4:2:0-base"))
+    data = next(d for n, d in PILLOW.items() if n.startswith("17x33-4:2:0-base"))
     path = tmp_path / "x.jpg"
     path.write_bytes(data)
     a = kdecode.read_coefficients(path)
@@ -127,8 +125,8 @@ def test_reads_paths_files_and_bytes_alike(tmp_path):
     assert a.source == str(path)
 
 
-def _photo(w=96, h=64, **options) -> bytes:
-    return corpus.pillow_jpeg(corpus.photo_like(w, h, seed=3), quality=85, **options)
+def _photo(**options) -> bytes:
+    return encode(photo(64, 96, seed=3), quality=85, **options)
 
 
 @pytest.mark.parametrize("progressive", [False, True])
@@ -218,7 +216,7 @@ def test_huge_header_with_little_data_stops_early():
 
 
 def test_batch_matches_sequential_reads(tmp_path):
-    files = [PILLOW[n] for n in sorted(PILLOW) if not n.startswith("2000x1500")]
+    files = [PILLOW[n] for n in sorted(PILLOW) if not n.startswith("1500x2000")]
     bad = _photo()[:-200]
     results = kdecode.read_coefficients_batch(files + [bad], workers=2, return_exceptions=True)
     assert isinstance(results[-1], CorruptJpegError)
