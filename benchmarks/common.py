@@ -109,3 +109,11 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def report(header: str, table: str, output: Path | None = None) -> None:
+    """Print a benchmark's header and table; also write them to ``output`` (markdown) if given."""
+    print(header)
+    print(table)
+    if output:
+        output.write_text(header + "\n\n" + table + "\n")

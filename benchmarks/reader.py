@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kdecode, built in place
 
 import kdecode  # noqa: E402
-from common import file_sets, machine, markdown_table, megapixels  # noqa: E402
+from common import file_sets, machine, markdown_table, megapixels, report  # noqa: E402
 from kdecode.jpeg import reader  # noqa: E402
 
 
@@ -59,7 +59,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     header = (f"Machine: {machine()}; reader: {kdecode.backend_info()}; Pillow's libjpeg-turbo "
               f"{features.version('libjpeg_turbo')}; {args.repeat} passes")
-    print(header)
     rows = []
     sets = file_sets(["bsds500", "photo2000x1500-q90"])
     if "photo2000x1500-q90" in sets:
@@ -89,9 +88,7 @@ def main(argv=None) -> int:
                              f"{best[anchor] / best[k]:.2f}x", f"{median[anchor] / median[k]:.2f}x", anchor])
     table = markdown_table(["files", "n", "reader", "MP/s best", "MP/s median", "ratio best", "ratio median", "vs"],
                            rows)
-    print(table)
-    if args.output:
-        args.output.write_text(header + "\n\n" + table + "\n")
+    report(header, table, args.output)
     return 0
 
 
