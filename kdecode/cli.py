@@ -14,6 +14,14 @@ def _cmd_info(args) -> int:
     from .jpeg import read_coefficients
     from .jpeg.quality import estimate_quality
 
+    if args.backend:
+        from .jpeg import backend_info
+
+        info = backend_info()
+        print(json.dumps(info) if args.json else "\n".join(f"{k}: {v}" for k, v in info.items()))
+    elif not args.files:
+        print("error: give JPEG files (or --backend)", file=sys.stderr)
+        return 2
     status = 0
     for path in args.files:
         try:
@@ -95,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="show a JPEG's frame, sampling, tables and estimated quality")
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="*")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--backend", action="store_true",
+                   help="say which coefficient reader is active (native or jpeglib) and why")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("restore", help="decode (and restore) JPEG files or folders to PNG")

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import kdecode  # noqa: E402
 from conftest import SHARED_DATA, encode, photo  # noqa: E402
-from extra_jpegs import jpeglib_jpeg  # noqa: E402
+from native_support import jpeglib_jpeg  # noqa: E402
 
 # A frame limit for fuzzing: mutated dimensions up to this stay in play (the default limit of
 # 179 MP would make a legitimately huge, slow image out of one flipped height byte).

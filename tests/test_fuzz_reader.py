@@ -6,6 +6,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzz_reader  # noqa: E402
+from native_support import skip_without_native  # noqa: E402
+
+skip_without_native()  # the fuzzer targets the native reader (through jpeglib it would take minutes)
 
 
 def test_mutated_jpegs_decode_or_raise_kdecode_errors():

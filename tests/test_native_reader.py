@@ -19,24 +19,12 @@ from kdecode.jpeg import reader
 from kdecode.jpeg.markers import parse_header
 
 from conftest import corpus, encode, photo, shared_dir
-from extra_jpegs import extra_corpus
+from native_support import extra_corpus, skip_without_native
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _native_available() -> bool:
-    try:
-        reader.NativeBackend()
-        return True
-    except ImportError:
-        return False
-
-
-if not _native_available():
-    if os.environ.get("KDECODE_REQUIRE_NATIVE") == "1":
-        raise RuntimeError("KDECODE_REQUIRE_NATIVE=1 but kdecode._jpegnative is not built")
-    pytest.skip("kdecode._jpegnative is not built (needs libjpeg-turbo headers; pip install -e .)",
-                allow_module_level=True)
+skip_without_native()
 
 
 @pytest.fixture
@@ -270,3 +258,22 @@ def test_rejections_are_kdecode_errors():
     for bad in (b"", b"\xff\xd8", b"\x89PNG\r\n\x1a\n....", _photo()[:50], b"\xff\xd8\xff\xd9"):
         with pytest.raises(KdecodeError):
             kdecode.read_coefficients(bad)
+
+
+def test_cli_info_backend(capsys, monkeypatch):
+    import json
+
+    from kdecode.cli import main
+
+    assert main(["info", "--backend", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["reader"] == "native"
+    monkeypatch.setenv("KDECODE_READER", "jpeglib")
+    reader.set_backend(None)
+    try:
+        assert main(["info", "--backend"]) == 0
+        out = capsys.readouterr().out
+        assert "reader: jpeglib" in out and "forced_by: KDECODE_READER=jpeglib" in out
+    finally:
+        monkeypatch.delenv("KDECODE_READER")
+        reader.set_backend(None)
+    assert main(["info"]) == 2

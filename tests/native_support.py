@@ -1,6 +1,11 @@
-"""JPEGs Pillow cannot write, for the reader tests and the fuzzer: arithmetic coding (written by
-jpeglib's libjpeg-turbo 2.1, or re-coded by jpegtran when libjpeg-turbo-progs is installed) and
-the samplings 4:4:0, 4:1:1 and mixed factors. The Pillow-encoded corpus is conftest.corpus()."""
+"""Support for the native reader's tests and fuzzer.
+
+- :func:`skip_without_native`: skip a test module when kdecode._jpegnative is not built, or fail
+  it when KDECODE_REQUIRE_NATIVE=1 (CI, which installs libjpeg-turbo's headers).
+- JPEGs Pillow cannot write: arithmetic coding (written by jpeglib's libjpeg-turbo 2.1, or
+  re-coded by jpegtran when libjpeg-turbo-progs is installed) and the samplings 4:4:0, 4:1:1 and
+  mixed factors. The Pillow-encoded corpus is conftest.corpus().
+"""
 from __future__ import annotations
 
 import os
@@ -10,8 +15,20 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import encode, photo
+from kdecode.jpeg import reader
+
+
+def skip_without_native() -> None:
+    try:
+        reader.NativeBackend()
+    except ImportError as e:
+        if os.environ.get("KDECODE_REQUIRE_NATIVE") == "1":
+            raise RuntimeError(f"KDECODE_REQUIRE_NATIVE=1 but the native reader is not built: {e}") from e
+        pytest.skip("kdecode._jpegnative is not built (needs libjpeg-turbo headers; pip install -e .)",
+                    allow_module_level=True)
 
 
 def jpeglib_jpeg(pixels: np.ndarray, quality: int = 75, flags=(), samp_factor=None) -> bytes:
