@@ -100,13 +100,25 @@ static void on_progress(j_common_ptr cinfo)
 struct jvirt_barray_control {
     JBLOCKARRAY rows;
     JDIMENSION n_rows, blocks_per_row;
+    JDIMENSION first_undef_row;  /* rows below it are zeroed (or decoded) */
 };
+
+/* Zero rows up to `end` that nothing has written yet. Done as libjpeg first reaches them, so the
+   decoder writes into memory that is already in cache (the caller's arrays are np.empty). */
+static void define_rows(jvirt_barray_ptr array, JDIMENSION end)
+{
+    if (end > array->first_undef_row) {
+        memset(array->rows[array->first_undef_row], 0,
+               (size_t)(end - array->first_undef_row) * array->blocks_per_row * sizeof(JBLOCK));
+        array->first_undef_row = end;
+    }
+}
 
 typedef struct {
     const unsigned char *data;
     size_t size;
     int n_planes;
-    Py_buffer *planes;        /* zeroed int16 [blocks_h, blocks_w, 8, 8], padded to whole MCUs */
+    Py_buffer *planes;        /* int16 [blocks_h, blocks_w, 8, 8], padded to whole MCUs */
     unsigned short *qtables;  /* [n_planes, 64], natural order */
     int max_scans;
     int n_requested;          /* coefficient arrays handed to libjpeg so far */
@@ -115,10 +127,10 @@ typedef struct {
 
 /*
  * jpeg_read_coefficients asks the memory manager for one whole-image block array per component
- * and decodes every scan straight into it. Handing it the caller's (already zeroed) arrays
- * instead of letting it allocate, zero and then copy its own saves two passes over all the
- * coefficients. Only the three block-array methods are replaced; everything else, including
- * freeing, stays libjpeg's.
+ * and decodes every scan straight into it. Handing it the caller's arrays instead of letting it
+ * allocate its own, then copying out, saves an allocation and a pass over all the coefficients.
+ * Only the three block-array methods are replaced; everything else, including freeing, stays
+ * libjpeg's.
  */
 static jvirt_barray_ptr request_caller_barray(j_common_ptr cinfo, int pool_id, boolean pre_zero,
                                               JDIMENSION blocks_per_row, JDIMENSION n_rows,
@@ -129,7 +141,7 @@ static jvirt_barray_ptr request_caller_barray(j_common_ptr cinfo, int pool_id, b
     jvirt_barray_ptr array;
     Py_buffer *plane;
     JDIMENSION row;
-    (void)pre_zero; /* the caller's arrays are zeroed */
+    (void)pre_zero; /* always zeroed, see define_rows() */
     (void)maxaccess;
 
     if (job->n_requested >= job->n_planes) {
@@ -149,6 +161,7 @@ static jvirt_barray_ptr request_caller_barray(j_common_ptr cinfo, int pool_id, b
     array->rows = (*cinfo->mem->alloc_small)(cinfo, pool_id, n_rows * sizeof(JBLOCKROW));
     array->n_rows = n_rows;
     array->blocks_per_row = blocks_per_row;
+    array->first_undef_row = 0;
     for (row = 0; row < n_rows; row++)
         array->rows[row] = (JBLOCKROW)plane->buf + (size_t)row * blocks_per_row;
     return array;
@@ -165,6 +178,7 @@ static JBLOCKARRAY access_caller_barray(j_common_ptr cinfo, jvirt_barray_ptr arr
     (void)writable;
     if (start_row > array->n_rows || n_rows > array->n_rows - start_row)
         ERREXIT(cinfo, JERR_BAD_VIRTUAL_ACCESS);
+    define_rows(array, start_row + n_rows);
     return array->rows + start_row;
 }
 
@@ -173,6 +187,7 @@ static void read_blocks(read_job *job)
 {
     struct jpeg_decompress_struct cinfo;
     reader_progress progress;
+    jvirt_barray_ptr *coef_arrays;
     int ci;
 
     cinfo.err = jpeg_std_error(&job->err.pub);
@@ -198,7 +213,7 @@ static void read_blocks(read_job *job)
                  "libjpeg sees %d components, the marker parser %d", cinfo.num_components, job->n_planes);
         fail((j_common_ptr)&cinfo, STATUS_MISMATCH);
     }
-    jpeg_read_coefficients(&cinfo);
+    coef_arrays = jpeg_read_coefficients(&cinfo);
     if (job->n_requested != job->n_planes) {
         snprintf(job->err.message, sizeof job->err.message, "libjpeg decoded %d of %d components",
                  job->n_requested, job->n_planes);
@@ -214,6 +229,7 @@ static void read_blocks(read_job *job)
         JDIMENSION row;
         int k;
 
+        define_rows(coef_arrays[ci], coef_arrays[ci]->n_rows); /* rows no scan reached */
         /* Drop the MCU padding: move the component's own blocks_w blocks of each row to the
            front of the buffer, in place (moving left, row by row, never overwrites a row not
            yet moved). The caller keeps the first blocks_h * blocks_w blocks. */
@@ -232,7 +248,7 @@ static void read_blocks(read_job *job)
 
 PyDoc_STRVAR(read_doc,
 "read(data, planes, qtables, max_scans, stop_on_warning) -> (status, warnings, message)\n\n"
-"Entropy-decode the JPEG in `data` (bytes-like) into `planes` (one zeroed C-contiguous int16\n"
+"Entropy-decode the JPEG in `data` (bytes-like) into `planes` (one C-contiguous int16\n"
 "[blocks_h, blocks_w, 8, 8] array per component, sized from the frame header and padded to\n"
 "whole MCUs; on return each holds its unpadded grid, row-major, at the start of its memory)\n"
 "and `qtables` (uint16 [n_components, 8, 8]), natural order. The GIL is released meanwhile.\n"

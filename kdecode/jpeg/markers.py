@@ -20,6 +20,8 @@ ZIGZAG = np.array([
     35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51,
     58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
 ])
+# _UNZIGZAG[n] is the zigzag position of natural index n: natural = zigzag_ordered[_UNZIGZAG].
+_UNZIGZAG = np.argsort(ZIGZAG)
 
 _SOF_KINDS = {
     0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive", 0xC3: "lossless",
@@ -212,11 +214,9 @@ def _parse_dqt(h: JpegHeader, p: bytes, source: str) -> None:
         if tq > 3 or pq > 1 or i + 1 + size > len(p):
             raise CorruptJpegError(source, "invalid DQT segment")
         raw = np.frombuffer(p, dtype=">u2" if pq else np.uint8, count=64, offset=i + 1)
-        table = np.zeros(64, np.uint16)
-        table[ZIGZAG] = raw
-        if (table == 0).any():
+        if not raw.all():
             raise CorruptJpegError(source, f"quantization table {tq} has a zero entry")
-        h.qtables[tq] = table.reshape(8, 8)
+        h.qtables[tq] = raw[_UNZIGZAG].astype(np.uint16).reshape(8, 8)
         i += 1 + size
 
 

@@ -159,7 +159,7 @@ class NativeBackend:
         grids = header.block_grids()
         # libjpeg decodes whole MCUs: it gets arrays padded to them and returns each component's
         # own grid at the start of its array.
-        padded = [np.zeros((-(-bh // c.v_samp) * c.v_samp, -(-bw // c.h_samp) * c.h_samp, 8, 8), np.int16)
+        padded = [np.empty((-(-bh // c.v_samp) * c.v_samp, -(-bw // c.h_samp) * c.h_samp, 8, 8), np.int16)
                   for (bh, bw), c in zip(grids, header.components)]
         qtables = np.empty((len(grids), 8, 8), np.uint16)
         status, warnings, message = self._native.read(data, padded, qtables, settings.max_scans or 0,
@@ -290,7 +290,7 @@ def _check_grid(c: JpegCoefficients, header: JpegHeader, name: str) -> None:
         want = (*grid, 8, 8)
         if comp.blocks.shape != want:
             raise KdecodeError(name, f"reader returned blocks {comp.blocks.shape} for component {i}, expected {want}")
-        if comp.qtable.shape != (8, 8) or (comp.qtable == 0).any():
+        if comp.qtable.shape != (8, 8) or not comp.qtable.all():
             raise CorruptJpegError(name, f"component {i} has no valid quantization table")
 
 
