@@ -1,9 +1,9 @@
 """``read_coefficients``: from a path, bytes or file object to :class:`JpegCoefficients`.
 
 The marker parser checks the file first (cheap, no allocation); a backend then entropy-decodes
-it. Backends share one interface (``read(data, path, header, source, allow_truncated) -> list of
-int16 block arrays and their tables``) so the reader can be swapped without touching anything
-above. The native backend (``kdecode._jpegnative``, libjpeg-turbo, built with the package) is
+it. Backends share one interface (``read(data, path, header, source, allow_truncated) -> (list of
+int16 block arrays, uint16 [n_components, 8, 8] tables, warning count, messages)``) so the reader
+can be swapped without touching anything above. The native backend (``kdecode._jpegnative``, libjpeg-turbo, built with the package) is
 used when it is built; otherwise, or with ``KDECODE_READER=jpeglib`` in the environment, the
 jpeglib backend is.
 """
@@ -108,8 +108,7 @@ class JpeglibBackend:
         # Each decode pass prints the warning; count distinct lines.
         warnings = len({ln for ln in messages.splitlines() if ln.strip()})
         planes = [d.Y, d.Cb, d.Cr][: len(header.components)]
-        qt = np.asarray(d.qt)
-        qtables = [qt[int(i)].astype(np.uint16) for i in d.quant_tbl_no[: len(header.components)]]
+        qtables = np.asarray(d.qt)[np.asarray(d.quant_tbl_no[: len(header.components)], int)].astype(np.uint16)
         return [np.ascontiguousarray(p, dtype=np.int16) for p in planes], qtables, warnings, messages
 
 
@@ -172,7 +171,7 @@ class NativeBackend:
             kind = "corrupt entropy-coded data" if status == 2 else "libjpeg failed"
             raise CorruptJpegError(source, f"{kind} ({message})")
         planes = [p.reshape(-1)[:bh * bw * 64].reshape(bh, bw, 8, 8) for p, (bh, bw) in zip(padded, grids)]
-        return planes, list(qtables), warnings, message
+        return planes, qtables, warnings, message
 
 
 _backend = None
@@ -246,6 +245,7 @@ def read_coefficients_from_bytes(data: bytes, name: str = "<bytes>", *, path: st
     if warnings and not allow_truncated:
         first = messages.strip().splitlines()[0] if messages.strip() else "corrupt data"
         raise CorruptJpegError(name, f"corrupt entropy-coded data ({first})")
+    _check_grid(planes, qtables, header, name)
     comps = []
     for fc, blocks, qt in zip(header.components, planes, qtables):
         comps.append(Component(id=fc.id, h_samp=fc.h_samp, v_samp=fc.v_samp, qtable=qt,
@@ -254,7 +254,6 @@ def read_coefficients_from_bytes(data: bytes, name: str = "<bytes>", *, path: st
                               components=comps, progressive=header.progressive,
                               arithmetic=header.arithmetic, restart_interval=header.restart_interval,
                               source=name, warnings=warnings + int(header.truncated))
-    _check_grid(coeffs, header, name)
     return coeffs
 
 
@@ -283,15 +282,17 @@ def read_coefficients_batch(srcs: Iterable[Source], *, workers: int | None = Non
         return list(pool.map(one, srcs))
 
 
-def _check_grid(c: JpegCoefficients, header: JpegHeader, name: str) -> None:
+def _check_grid(planes: list, qtables: np.ndarray, header: JpegHeader, name: str) -> None:
     """The block grid a backend returns must be the component's own size: anything else would
-    silently shift the image."""
-    for i, (comp, grid) in enumerate(zip(c.components, header.block_grids())):
+    silently shift the image. Every component needs a table without zeros (one the file
+    defined)."""
+    for i, (blocks, grid) in enumerate(zip(planes, header.block_grids())):
         want = (*grid, 8, 8)
-        if comp.blocks.shape != want:
-            raise KdecodeError(name, f"reader returned blocks {comp.blocks.shape} for component {i}, expected {want}")
-        if comp.qtable.shape != (8, 8) or not comp.qtable.all():
-            raise CorruptJpegError(name, f"component {i} has no valid quantization table")
+        if blocks.shape != want:
+            raise KdecodeError(name, f"reader returned blocks {blocks.shape} for component {i}, expected {want}")
+    if qtables.shape != (len(planes), 8, 8) or not qtables.all():
+        i = next((i for i, q in enumerate(qtables) if not q.all()), 0)
+        raise CorruptJpegError(name, f"component {i} has no valid quantization table")
 
 
 __all__ = ["read_coefficients", "read_coefficients_batch", "read_coefficients_from_bytes", "settings",
