@@ -229,6 +229,10 @@ static void read_blocks(read_job *job)
         JDIMENSION row;
         int k;
 
+        if ((void *)coef_arrays[ci]->rows[0] != plane->buf) {
+            snprintf(job->err.message, sizeof job->err.message, "libjpeg returned component %d out of order", ci);
+            fail((j_common_ptr)&cinfo, STATUS_MISMATCH);
+        }
         define_rows(coef_arrays[ci], coef_arrays[ci]->n_rows); /* rows no scan reached */
         /* Drop the MCU padding: move the component's own blocks_w blocks of each row to the
            front of the buffer, in place (moving left, row by row, never overwrites a row not
