@@ -6,8 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif"}
-
 
 def _cmd_info(args) -> int:
     from .errors import KdecodeError
@@ -51,14 +49,9 @@ def _cmd_info(args) -> int:
 
 
 def _collect(inputs: list[str]) -> list[Path]:
-    files = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in JPEG_SUFFIXES)
-        else:
-            files.append(p)
-    return files
+    from .data import jpeg_files
+
+    return jpeg_files(inputs)
 
 
 def _cmd_restore(args) -> int:
