@@ -108,3 +108,13 @@ def test_bsds500_originals_bit_exact():
     assert len(files) == 432
     for path in files:
         assert_same_as_pillow(path.read_bytes(), str(path))
+
+
+def test_arithmetic_coded_bit_exact(tmp_path):
+    jpeglib = pytest.importorskip("jpeglib")
+    jpeglib.version.set("turbo210")
+    path = tmp_path / "arith.jpg"
+    jpeglib.from_spatial(photo(37, 53, 6)).write_spatial(str(path), qt=50, flags=["+ARITH_CODE"])
+    data = path.read_bytes()
+    assert kdecode.read_coefficients(data).arithmetic
+    assert_same_as_pillow(data, "arithmetic")
