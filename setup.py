@@ -1,7 +1,11 @@
-"""Build the optional native coefficient reader (kdecode._jpegnative) against libjpeg-turbo.
+"""Build the optional C extensions. ``optional=True``: where a compiler, the libjpeg headers or
+the library are missing the build only warns, the package still installs, and kdecode falls back
+(see ``kdecode.backend_info()``).
 
-``optional=True``: where the libjpeg headers or library are missing the build only warns, the
-package still installs, and kdecode falls back to the jpeglib reader (see kdecode.backend_info()).
+``kdecode._jpegnative``: the native coefficient reader on libjpeg-turbo (else jpeglib is used).
+``kdecode._exactcpu``: the exact pixel stage on CPU (islow IDCT, fancy upsampling, colour), the
+fast path of ``decode(model=None)`` on CPU; tests/test_exact_cpu.py checks it against the torch
+reference ops (used where it is not built).
 """
 from setuptools import Extension, setup
 
@@ -12,6 +16,13 @@ setup(
             sources=["csrc/jpegnative.c"],
             libraries=["jpeg"],
             optional=True,
-        )
+        ),
+        Extension(
+            "kdecode._exactcpu",
+            sources=["csrc/exact_cpu.c"],
+            # -fwrapv: int32 overflow wraps like torch's int32 ops (Python's own flags have it too).
+            extra_compile_args=["-O3", "-fwrapv"],
+            optional=True,
+        ),
     ]
 )

@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# KDECODE_DATA: the datasets elsewhere (e.g. a copy carried to the GPU machine, benchmarks/gpu_suite.sh).
+SHARED_DATA = Path(os.environ.get("KDECODE_DATA") or ROOT.parent / "shared" / "data")
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:

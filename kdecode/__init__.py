@@ -9,9 +9,11 @@ from .errors import (CorruptJpegError, ImageTooLargeError, KdecodeError, NotAJpe
                      UnsupportedJpegError)
 from .jpeg import JpegCoefficients, backend_info, read_coefficients, read_coefficients_batch, settings
 from .models import list_models, load_model
+from .batch import decode_batch, decode_iter
 
 __version__ = "0.1.0"
 
-__all__ = ["decode", "read_coefficients", "read_coefficients_batch", "JpegCoefficients", "load_model",
-           "list_models", "settings", "backend_info", "KdecodeError", "CorruptJpegError", "ImageTooLargeError", "NotAJpegError",
+__all__ = ["decode", "decode_batch", "decode_iter", "read_coefficients", "read_coefficients_batch",
+           "JpegCoefficients", "load_model", "list_models", "settings", "backend_info", "KdecodeError",
+           "CorruptJpegError", "ImageTooLargeError", "NotAJpegError",
            "UnsupportedJpegError", "__version__"]

@@ -6,8 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif"}
-
 
 def _cmd_info(args) -> int:
     from .errors import KdecodeError
@@ -59,14 +57,9 @@ def _cmd_info(args) -> int:
 
 
 def _collect(inputs: list[str]) -> list[Path]:
-    files = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in JPEG_SUFFIXES)
-        else:
-            files.append(p)
-    return files
+    from .data import jpeg_files
+
+    return jpeg_files(inputs)
 
 
 def _cmd_restore(args) -> int:
@@ -98,6 +91,20 @@ def _cmd_restore(args) -> int:
     return 1 if failed else 0
 
 
+def _cmd_bench(options: list[str]) -> int:
+    # The suite lives in benchmarks/ of a checkout (it shares helpers with the other benchmarks).
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+    if not script.is_file():
+        print(f"error: {script} not found: `kdecode bench` runs from a source checkout", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location("kdecode_bench_throughput", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdecode", description="JPEG decoding with artifact removal")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,10 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_restore)
+
+    # `bench` hands all its options to benchmarks/throughput.py (see main); listed here for --help.
+    sub.add_parser("bench", help="throughput against Pillow (benchmarks/throughput.py; kdecode bench -h)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return _cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

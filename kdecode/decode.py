@@ -19,6 +19,20 @@ def _get_model(name: str, quality, device):
     return _model_cache[key]
 
 
+def check_model(model, device=None) -> None:
+    """Raise a :class:`KdecodeError` listing the models when ``model`` is not one of them."""
+    if resolve_model(model, device) not in list_models():
+        raise KdecodeError("model", f"unknown model {model!r}; available: {', '.join(list_models())} (or None/'auto')")
+
+
+def decoder_for(coeffs, model, device=None):
+    """The :class:`~kdecode.models.Decoder` that ``decode(model=model)`` runs for ``coeffs``
+    (loaded once per process and device)."""
+    name = resolve_model(model, device)
+    quality = None
+    return _get_model(name, quality, device)
+
+
 def decode(src: Source, model: str | None = "auto", device=None, output: str = "pil", **read_options):
     """Decode a JPEG (path, bytes or binary file object).
 
@@ -31,12 +45,9 @@ def decode(src: Source, model: str | None = "auto", device=None, output: str = "
     """
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
-    name = resolve_model(model, device)
-    if name not in list_models():
-        raise KdecodeError("model", f"unknown model {model!r}; available: {', '.join(list_models())} (or None/'auto')")
+    check_model(model, device)
     coeffs = read_coefficients(src, **read_options)
-    quality = None
-    decoder = _get_model(name, quality, device)
+    decoder = decoder_for(coeffs, model, device)
     with torch.inference_mode():
         image = decoder.decode(coeffs, device)  # uint8 [C, H, W]
     return _convert(image, output, device)

@@ -10,15 +10,21 @@ from __future__ import annotations
 import torch
 
 from .jpeg.coefficients import JpegCoefficients
+from .ops import exact_cpu
 from .ops import blocks_to_plane, dequantize, idct_blocks, idct_islow, upsample, ycbcr_to_rgb
 
 
 def component_blocks(coeffs: JpegCoefficients, index: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(int16 blocks ``[bh, bw, 8, 8]``, int32 qtable ``[8, 8]``) of one component on ``device``."""
     comp = coeffs.components[index]
-    blocks = torch.from_numpy(comp.blocks).to(device)
-    qtable = torch.from_numpy(comp.qtable.astype("int32")).to(device)
-    return blocks, qtable
+    blocks = torch.from_numpy(comp.blocks)
+    qtable = torch.from_numpy(comp.qtable.astype("int32"))
+    if device is not None and torch.device(device).type == "cuda":
+        # Through pinned memory, the copy runs asynchronously on the current stream: the CPU
+        # goes on (reading the next file in decode_batch) while the GPU copies and computes.
+        return (blocks.pin_memory().to(device, non_blocking=True),
+                qtable.pin_memory().to(device, non_blocking=True))
+    return blocks.to(device), qtable.to(device)
 
 
 def component_plane(coeffs: JpegCoefficients, index: int, device=None, exact: bool = True) -> torch.Tensor:
@@ -49,6 +55,11 @@ def assemble(coeffs: JpegCoefficients, planes: list[torch.Tensor]) -> torch.Tens
 
 
 def decode_exact(coeffs: JpegCoefficients, device=None) -> torch.Tensor:
-    """Bit-exact libjpeg-turbo decode (what Pillow returns): uint8 ``[C, H, W]``, C = 1 or 3."""
+    """Bit-exact libjpeg-turbo decode (what Pillow returns): uint8 ``[C, H, W]``, C = 1 or 3.
+
+    On CPU the C fast path (:mod:`kdecode.ops.exact_cpu`) runs when it is built; it computes
+    exactly what the torch ops below compute."""
+    if exact_cpu.usable(device):
+        return exact_cpu.decode_exact(coeffs)
     planes = [component_plane(coeffs, i, device) for i in range(len(coeffs.components))]
     return assemble(coeffs, planes)
