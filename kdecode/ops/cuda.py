@@ -12,6 +12,7 @@ The functions below take tensors already checked and shaped by :mod:`kdecode.ops
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,7 @@ class CupyBackend:
         self._modules: dict = {}
         self._functions: dict = {}
         self._max_blocks: dict = {}
+        self._streams: dict = {}
 
     def function(self, source: str, name: str, index: int):
         key = (source, name, index)
@@ -76,14 +78,24 @@ class CupyBackend:
             self._max_blocks[index] = torch.cuda.get_device_properties(index).multi_processor_count * 16
         return self._functions[key]
 
+    def stream(self, index: int):
+        """CuPy's handle of torch's current stream on device ``index`` (made once per stream)."""
+        ptr = torch.cuda.current_stream(index).cuda_stream
+        if (index, ptr) not in self._streams:
+            with warnings.catch_warnings():
+                # CuPy 14 deprecates ExternalStream for Stream.from_external; every CuPy from
+                # 10 on has ExternalStream, so it serves cupy-cuda12x and cupy-cuda13x alike.
+                warnings.filterwarnings("ignore", "ExternalStream is deprecated", DeprecationWarning)
+                self._streams[(index, ptr)] = self.cupy.cuda.ExternalStream(ptr, index)
+        return self._streams[(index, ptr)]
+
     def launch(self, source: str, name: str, threads: int, args: list, device: torch.device) -> None:
         index = device.index if device.index is not None else torch.cuda.current_device()
         kernel = self.function(source, name, index)
         cp = self.cupy
         blocks = max(1, min(-(-threads // THREADS_PER_BLOCK), self._max_blocks[index]))
         with cp.cuda.Device(index):
-            stream = cp.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream, index)
-            with stream:
+            with self.stream(index):
                 converted = tuple(cp.from_dlpack(a.detach()) if isinstance(a, torch.Tensor) else a for a in args)
                 kernel((blocks,), (THREADS_PER_BLOCK,), converted)
 
