@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 THREADS_PER_BLOCK = 256
+MAX_GRID = 2**31 - 1  # kernels loop with a grid stride past this
 MAX_COMPONENTS = 4  # one launch handles up to 4 components (dct.cu, quant.cu)
 NULL = np.uint64(0)  # a null pointer argument
 HOST_BACKEND = None  # tests: an object with launch(source, name, threads, args, device)
@@ -58,7 +59,6 @@ class CupyBackend:
         self.cupy = cupy
         self._modules: dict = {}
         self._functions: dict = {}
-        self._max_blocks: dict = {}
         self._streams: dict = {}
 
     def function(self, source: str, name: str, index: int):
@@ -74,8 +74,6 @@ class CupyBackend:
                     self._functions[key] = module.get_function(name)
                 except cp.cuda.compiler.CompileException as exc:
                     raise RuntimeError(f"NVRTC could not compile csrc/{source}: {exc}") from exc
-            # Grid-stride loops: a few resident waves are enough to fill the device.
-            self._max_blocks[index] = torch.cuda.get_device_properties(index).multi_processor_count * 16
         return self._functions[key]
 
     def stream(self, index: int):
@@ -93,11 +91,17 @@ class CupyBackend:
         index = device.index if device.index is not None else torch.cuda.current_device()
         kernel = self.function(source, name, index)
         cp = self.cupy
-        blocks = max(1, min(-(-threads // THREADS_PER_BLOCK), self._max_blocks[index]))
+        # One thread per work item: on an H100 a full grid beat a capped grid-stride one by
+        # 0-12% (benchmarks/KERNELS.md).
+        blocks = max(1, min(-(-threads // THREADS_PER_BLOCK), MAX_GRID))
         with cp.cuda.Device(index):
             with self.stream(index):
-                converted = tuple(cp.from_dlpack(a.detach()) if isinstance(a, torch.Tensor) else a for a in args)
-                kernel((blocks,), (THREADS_PER_BLOCK,), converted)
+                arrays = {}  # one DLPack view per tensor (unused component slots repeat one)
+                for a in args:
+                    if isinstance(a, torch.Tensor) and id(a) not in arrays:
+                        arrays[id(a)] = cp.from_dlpack(a.detach())
+                kernel((blocks,), (THREADS_PER_BLOCK,),
+                       tuple(arrays[id(a)] if isinstance(a, torch.Tensor) else a for a in args))
 
 
 _cupy_backend: CupyBackend | None = None
