@@ -13,40 +13,29 @@ copy (bytes read + written). Outputs are checked against the reference first.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import kdecode
-from kdecode.ops import (blocks_to_planes, clamp_blocks, dispatch, force_torch, planes_to_blocks,
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import kdecode  # noqa: E402
+from common import encode, synthetic_photo  # noqa: E402
+from kdecode.ops import (blocks_to_planes, clamp_blocks, dispatch, force_torch, planes_to_blocks,  # noqa: E402
                          upsample_to_rgb)
-
-
-def photo(seed: int, height: int, width: int) -> np.ndarray:
-    """A photo-like RGB test image (gradients, edges, texture, noise), so that the coefficients
-    look like a real file's (mostly small, many zeros), not like uniform noise."""
-    gen = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    r = 128 + 100 * np.sin(x / (40 + 10 * seed) + y / 90)
-    g = 128 + 80 * np.cos(y / 60) * (x > width * (0.3 + 0.05 * seed))
-    b = 255 * (x + y) / (height + width) + 25 * np.sin(x * y / 5000)
-    image = np.stack([r, g, b], -1) + gen.normal(0, 8, (height, width, 3)).astype(np.float32)
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def make_batch(batch: int, height: int, width: int, quality: int, distinct: int = 4):
     """Pillow-encoded 4:2:0 files read back as coefficients, tiled to ``batch`` images."""
-    from PIL import Image
-
     files = []
     for seed in range(min(distinct, batch)):
-        buffer = io.BytesIO()
-        Image.fromarray(photo(seed, height, width)).save(buffer, "JPEG", quality=quality, subsampling=2)
-        files.append(kdecode.read_coefficients(buffer.getvalue()))
+        data = encode(synthetic_photo(height, width, seed), quality=quality, subsampling=2)
+        files.append(kdecode.read_coefficients(data))
     pick = [files[i % len(files)] for i in range(batch)]
     blocks = [torch.from_numpy(np.stack([f.components[c].blocks for f in pick])) for c in range(3)]
     qtables = torch.from_numpy(np.stack([f.qtables for f in pick]).astype(np.int32))  # [N, 3, 8, 8]

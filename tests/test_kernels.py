@@ -392,48 +392,19 @@ def test_upsample_color_float(device, height, width, sampling):
 
 # ---- the exact decode on real files -----------------------------------------------------------------
 
-def _synthetic(gen: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A photo-like RGB image: smooth colour gradients, an edge, texture and noise."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    r = 128 + 100 * np.sin(x / 7.0 + y / 13.0)
-    g = 128 + 90 * np.cos(y / 5.0) * (x > width / 3)
-    b = 255 * (x + y) / (height + width) + 20 * np.sin(x * y / 50.0)
-    image = np.stack([r, g, b], -1) + gen.normal(0, 12, (height, width, 3))
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def jpeg_corpus() -> list[tuple[str, bytes]]:
-    """Pillow-encoded files: gray, 4:4:4, 4:2:2, 4:2:0, baseline and progressive, odd sizes."""
-    from PIL import Image
-
-    gen = np.random.default_rng(11)
-    files = []
-    sizes = [(1, 1), (2, 2), (3, 5), (17, 33), (33, 17), (9, 15), (48, 64), (65, 127), (131, 200)]
-    for i, (height, width) in enumerate(sizes):
-        pixels = _synthetic(gen, height, width)
-        for mode, subsampling in (("L", 0), ("RGB", 0), ("RGB", 1), ("RGB", 2)):
-            progressive = (i + subsampling) % 2 == 1
-            quality = (50, 75, 90, 95)[(i + subsampling) % 4]
-            buffer = io.BytesIO()
-            Image.fromarray(pixels).convert(mode).save(buffer, "JPEG", quality=quality, subsampling=subsampling,
-                                                       progressive=progressive)
-            name = f"{width}x{height}_{mode}_{subsampling}_q{quality}{'_prog' if progressive else ''}"
-            files.append((name, buffer.getvalue()))
-    return files
-
-
 def _pillow(data: bytes) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
-def test_exact_decode_on_kernels_matches_pillow(device):
-    """The islow kernel equals the CPU path on every file, and the kernels' decode is Pillow's."""
+def test_exact_decode_on_kernels_matches_pillow(device, jpeg_corpus):
+    """On the generated corpus (conftest.py: every sampling, progressive, restart markers, odd
+    sizes), the islow kernel equals the CPU path and the kernels' decode is Pillow's."""
     from kdecode import read_coefficients
     from kdecode.pipeline import component_blocks, decode_exact
 
-    for name, data in jpeg_corpus():
+    for name, data in jpeg_corpus:
         coeffs = read_coefficients(data)
         for i in range(len(coeffs.components)):
             blocks, qtable = component_blocks(coeffs, i, device)
@@ -446,14 +417,14 @@ def test_exact_decode_on_kernels_matches_pillow(device):
 
 
 @pytest.mark.gpu
-def test_decode_on_cuda_is_pillow():
+def test_decode_on_cuda_is_pillow(jpeg_corpus):
     problem = _gpu_problem()
     if problem:
         pytest.skip(problem)
     import kdecode
 
     _check_used_kernels(torch.zeros(1, device="cuda"))
-    for name, data in jpeg_corpus():
+    for name, data in jpeg_corpus:
         assert np.array_equal(kdecode.decode(data, model=None, device="cuda", output="numpy"), _pillow(data)), name
 
 
