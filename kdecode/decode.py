@@ -5,8 +5,9 @@ import numpy as np
 import torch
 
 from .errors import KdecodeError
+from .jpeg.quality import estimate_quality
 from .jpeg.reader import Source, read_coefficients
-from .models.registry import list_models, load_model, resolve_model
+from .models.registry import list_models, load_model, resolve_model, select_card
 
 _OUTPUTS = ("pil", "numpy", "torch")
 _model_cache: dict = {}
@@ -24,18 +25,24 @@ def decode(src: Source, model: str | None = "auto", device=None, output: str = "
 
     ``model=None`` or ``"exact"``: exactly what Pillow returns after ``load()`` (mode L or RGB,
     same size, identical pixels). A model name restores the image with that model;
-    ``"auto"`` picks the best shipped model for the file and device.
+    ``"auto"`` picks the best shipped model for the file's quality and the device (the exact
+    decode for files above quality 50). Learned models use the weights trained nearest the
+    file's quality, estimated from its luma quantization table.
     ``output``: ``"pil"`` (PIL.Image), ``"numpy"`` (uint8 HxW or HxWx3) or ``"torch"`` (uint8
     CHW tensor on ``device``). ``read_options`` go to :func:`read_coefficients`
     (``max_pixels``, ``allow_truncated``).
     """
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
-    name = resolve_model(model, device)
-    if name not in list_models():
+    if resolve_model(model, device) not in list_models():
         raise KdecodeError("model", f"unknown model {model!r}; available: {', '.join(list_models())} (or None/'auto')")
     coeffs = read_coefficients(src, **read_options)
-    quality = None
+    # Learned models are trained per quality: pick the weights nearest the file's own quality,
+    # estimated from its luma table (the estimate ``kdecode info`` prints).
+    quality = estimate_quality(coeffs.components[0].qtable)[0]
+    name = resolve_model(model, device, quality)
+    # One cached decoder per weights file: key by the quality the chosen weights were trained at.
+    quality = None if name == "exact" else min(select_card(name, quality)["qualities"])
     decoder = _get_model(name, quality, device)
     with torch.inference_mode():
         image = decoder.decode(coeffs, device)  # uint8 [C, H, W]
