@@ -5,8 +5,9 @@ import numpy as np
 import torch
 
 from .errors import KdecodeError
+from .jpeg.quality import estimate_quality
 from .jpeg.reader import Source, read_coefficients
-from .models.registry import list_models, load_model, resolve_model
+from .models.registry import list_models, load_model, resolve_model, select_card
 
 _OUTPUTS = ("pil", "numpy", "torch")
 _model_cache: dict = {}
@@ -28,8 +29,12 @@ def check_model(model, device=None) -> None:
 def decoder_for(coeffs, model, device=None):
     """The :class:`~kdecode.models.Decoder` that ``decode(model=model)`` runs for ``coeffs``
     (loaded once per process and device)."""
-    name = resolve_model(model, device)
-    quality = None
+    # Learned models are trained per quality: pick the weights nearest the file's own quality,
+    # estimated from its luma table (the estimate ``kdecode info`` prints).
+    quality = estimate_quality(coeffs.components[0].qtable)[0]
+    name = resolve_model(model, device, quality)
+    # One cached decoder per weights file: key by the quality the chosen weights were trained at.
+    quality = None if name == "exact" else min(select_card(name, quality)["qualities"])
     return _get_model(name, quality, device)
 
 
@@ -38,7 +43,9 @@ def decode(src: Source, model: str | None = "auto", device=None, output: str = "
 
     ``model=None`` or ``"exact"``: exactly what Pillow returns after ``load()`` (mode L or RGB,
     same size, identical pixels). A model name restores the image with that model;
-    ``"auto"`` picks the best shipped model for the file and device.
+    ``"auto"`` picks the best shipped model for the file's quality and the device (the exact
+    decode for files above quality 50). Learned models use the weights trained nearest the
+    file's quality, estimated from its luma quantization table.
     ``output``: ``"pil"`` (PIL.Image), ``"numpy"`` (uint8 HxW or HxWx3) or ``"torch"`` (uint8
     CHW tensor on ``device``). ``read_options`` go to :func:`read_coefficients`
     (``max_pixels``, ``allow_truncated``).

@@ -1,0 +1,174 @@
+"""``kdecode train`` and ``kdecode eval``. ``add_parsers(subparsers)`` adds both to the main
+``kdecode`` parser; ``python -m kdecode.train.cli train|eval ...`` runs them on their own."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+# Per-model defaults (the recipes the shipped weights were trained with, unless their card
+# says otherwise). Any of them can be overridden on the command line.
+RECIPES = {
+    "arcnn": {"batch": 128, "patch": 48, "lr": 1e-3, "loss": "mse", "steps": 20000},
+    "fast_arcnn": {"batch": 128, "patch": 48, "lr": 1e-3, "loss": "mse", "steps": 20000},
+    "dcsc": {"batch": 32, "patch": 80, "lr": 5e-4, "loss": "l1", "steps": 20000, "grad_clip": 0.5},
+}
+DEFAULT_DATA_ROOT = "../shared/data"
+
+
+def _qualities(values: list[str]) -> list[int]:
+    """``--quality 10 20`` or ``--quality 10,20`` -> ``[10, 20]``."""
+    return [int(q) for v in values for q in v.replace(",", " ").split()]
+
+
+def _cmd_train(args) -> int:
+    import torch
+
+    from .loop import TrainConfig, train
+
+    args.quality = _qualities(args.quality)
+    recipe = dict(RECIPES[args.model])
+    for key in ("batch", "patch", "lr", "loss", "steps", "grad_clip"):
+        if getattr(args, key, None) is not None:
+            recipe[key] = getattr(args, key)
+    arch_kwargs = {"iterations": args.iterations} if args.model == "dcsc" else {}
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = args.out or f"runs/{args.model}_q{'-'.join(map(str, args.quality))}"
+    cfg = TrainConfig(
+        model=args.model, qualities=args.quality, out=out, data_root=args.data_root,
+        train_sets=args.train_sets.split(","), val_set=args.val_set or None, val_images=args.val_images,
+        steps=recipe["steps"], batch=recipe["batch"], patch=recipe["patch"], lr=recipe["lr"],
+        lr_min=args.lr_min, warmup=args.warmup, loss=recipe["loss"], scales=[float(s) for s in args.scales.split(",")],
+        arch_kwargs=arch_kwargs, init_from=args.init_from, seed=args.seed, device=device, amp=not args.no_amp,
+        grad_clip=recipe.get("grad_clip"), checkpoint_every=args.checkpoint_every, val_every=args.val_every,
+        max_time=args.max_time, time_budget=args.time_budget, workers=args.workers, cache_dir=args.cache_dir, progress=not args.quiet)
+    if args.prepare_only:
+        from .data import prepare_pairs
+
+        prepare_pairs([Path(cfg.data_root) / s for s in cfg.train_sets], cfg.qualities, cfg.scales,
+                      cfg.workers, cfg.cache_dir, cfg.progress)
+        return 0
+    card = train(cfg)
+    if not card:
+        return 3  # stopped at --max-time; the checkpoint resumes it
+    print(json.dumps(card["training"]["validation"]))
+    if args.install:
+        from ..models.registry import WEIGHTS_DIR
+
+        for suffix in (".safetensors", ".json"):
+            shutil.copy2(Path(out) / f"{cfg.stem}{suffix}", WEIGHTS_DIR / f"{cfg.stem}{suffix}")
+        print(f"installed {cfg.stem} in {WEIGHTS_DIR}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    import torch
+
+    from ..models.registry import card_for_weights, load_model, load_weights
+    from .evaluate import format_table
+
+    args.quality = _qualities(args.quality)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    command = "kdecode eval " + " ".join(getattr(args, "argv", None) or sys.argv[2:])
+    results = []
+    from .evaluate import evaluate
+
+    for data in args.data:
+        for q in args.quality:
+            if args.weights:
+                decoder = load_weights(card_for_weights(args.weights), device)
+            else:
+                decoder = load_model(args.model, quality=q, device=device)
+            r = evaluate(decoder, data, q, device, progress=not args.quiet)
+            results.append(r)
+            card = getattr(decoder, "card", None)
+            if args.update_card and card is not None:
+                _write_metrics(card, r, device, command)
+    print(format_table(results, args.model if not args.weights else Path(args.weights).stem))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+def _write_metrics(card: dict, result: dict, device, command: str) -> None:
+    """Record one measured result in the card beside the weights that produced it."""
+    import torch
+
+    path = Path(card["_weights"]).with_suffix(".json")
+    stored = json.loads(path.read_text())
+    dev = torch.device(device)
+    entry = {
+        "jpeg": {k: round(v, 4) for k, v in result["jpeg"].items()},
+        "model": {k: round(v, 4) for k, v in result["model"].items()},
+        "images": result["images"],
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "command": command,
+    }
+    stored.setdefault("metrics", {}).setdefault(result["dataset"], {})[str(result["quality"])] = entry
+    path.write_text(json.dumps(stored, indent=2) + "\n")
+    from ..models.registry import _cards_in
+
+    _cards_in.cache_clear()
+
+
+def add_parsers(subparsers) -> None:
+    """Add ``train`` and ``eval`` to the ``kdecode`` command's subparsers."""
+    p = subparsers.add_parser("train", help="train a restoring model (resumable)")
+    p.add_argument("--model", required=True, choices=sorted(RECIPES))
+    p.add_argument("--quality", required=True, nargs="+", help="JPEG quality, or a list '10,20,30' (one model)")
+    p.add_argument("--out", help="run folder (checkpoint, log, weights, card); default runs/MODEL_qQ")
+    p.add_argument("--data-root", default=DEFAULT_DATA_ROOT, help="folder holding the datasets")
+    p.add_argument("--train-sets", default="BSDS500/train,BSDS500/test", help="comma-separated, under --data-root")
+    p.add_argument("--val-set", default="BSD68", help="validation set under --data-root ('' for none)")
+    p.add_argument("--val-images", type=int, default=16)
+    p.add_argument("--scales", default="1.0", help="comma-separated image scales (data augmentation)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--patch", type=int, help="patch side (multiple of 8)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lr-min", type=float, default=1e-5)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--loss", choices=["mse", "l1"])
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--iterations", type=int, default=20, help="DCSC: LISTA iterations R")
+    p.add_argument("--init-from", help="weights (.safetensors or run folder) to start from: easy-to-hard transfer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on GPU")
+    p.add_argument("--checkpoint-every", type=int, default=1000)
+    p.add_argument("--val-every", type=int, default=2000)
+    p.add_argument("--max-time", type=float, help="seconds; stop and checkpoint after this (resume later)")
+    p.add_argument("--time-budget", type=float,
+                   help="seconds of training: the run (and its learning-rate schedule) ends after this or --steps")
+    p.add_argument("--workers", type=int, default=0, help="processes preparing the JPEG pairs")
+    p.add_argument("--cache-dir", help="keep the prepared JPEG pairs here (.npz) for later runs")
+    p.add_argument("--prepare-only", action="store_true", help="only prepare (and cache) the JPEG pairs")
+    p.add_argument("--install", action="store_true", help="copy the final weights and card into kdecode/weights")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = subparsers.add_parser("eval", help="PSNR / SSIM / PSNR-B of JPEG and a model on image folders")
+    p.add_argument("--model", default="exact")
+    p.add_argument("--quality", required=True, nargs="+")
+    p.add_argument("--data", required=True, nargs="+", help="folders of lossless images")
+    p.add_argument("--weights", help="a .safetensors file (card beside it) instead of the shipped weights")
+    p.add_argument("--device")
+    p.add_argument("--update-card", action="store_true", help="write the results into the weights' card")
+    p.add_argument("--json", help="write all results (per image too) to this file")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="kdecode")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    args.argv = argv[1:]
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

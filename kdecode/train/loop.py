@@ -1,0 +1,260 @@
+"""The training loop behind ``kdecode train``: resumable, seeded, mixed precision on GPU.
+
+A run lives in its own folder (``--out``): ``checkpoint.pt`` (model, optimizer, schedule,
+sampler state, step, wall time; written every ``checkpoint_every`` steps, at the time limit
+and at the end), ``log.jsonl`` (loss, speed and validation PSNR as training goes), and at the
+end the weights (``STEM.safetensors``) and their card (``STEM.json``). Starting a run whose
+folder holds a checkpoint resumes it. ``init_from`` starts from other weights (the papers'
+easy-to-hard transfer: a lower quality starts from the model of the next higher one).
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..metrics import psnr
+from ..models.pixel import build
+from .data import PatchSampler, decoded_plane, image_files, luma, prepare_pairs
+
+ARCH_DESCRIPTIONS = {
+    "arcnn": "AR-CNN 64(9)-32(7)-16(1)-1(5), PReLU, residual output",
+    "fast_arcnn": "Fast AR-CNN 64(9)-32(1)-32(7)-64(1)-1[9]-s2, PReLU, residual output",
+    "dcsc": "DCSC: dilated 3x3 convs (1/2/4, 32 maps each), convolutional LISTA with shared S "
+            "(64 maps, R iterations), 3x3 reconstruction of the residual",
+}
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    qualities: list[int]
+    out: str
+    data_root: str
+    train_sets: list[str]
+    val_set: str | None = None
+    val_images: int = 16
+    steps: int = 20000
+    batch: int = 64
+    patch: int = 48
+    lr: float = 1e-3
+    lr_min: float = 1e-5
+    warmup: int = 500
+    loss: str = "mse"
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    arch_kwargs: dict = field(default_factory=dict)
+    init_from: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True
+    grad_clip: float | None = None
+    checkpoint_every: int = 1000
+    val_every: int = 2000
+    max_time: float | None = None
+    time_budget: float | None = None
+    workers: int = 0
+    cache_dir: str | None = None
+    progress: bool = True
+
+    @property
+    def stem(self) -> str:
+        """File name of the weights: ``arcnn_q10``; a multi-quality model is just ``dcsc``."""
+        return self.model if len(self.qualities) > 1 else f"{self.model}_q{self.qualities[0]}"
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _progress(step: int, elapsed: float, cfg: TrainConfig) -> float:
+    """How far the run is, 0..1: by steps, or by wall time when a ``time_budget`` is set
+    (whichever ends first), so a run on borrowed GPU time still finishes its schedule."""
+    p = step / cfg.steps
+    if cfg.time_budget:
+        p = max(p, elapsed / cfg.time_budget)
+    return min(1.0, p)
+
+
+def _lr_factor(step: int, progress: float, cfg: TrainConfig) -> float:
+    """Linear warm-up (steps), then cosine decay from ``lr`` to ``lr_min`` over the run."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    floor = cfg.lr_min / cfg.lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def load_validation(val_dir: str, qualities: list[int], count: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """``(quality, decoded float plane, original)`` for the first ``count`` images of ``val_dir``."""
+    from PIL import Image
+
+    out = []
+    for path in image_files(val_dir)[:count]:
+        y = luma(Image.open(path))
+        out += [(q, decoded_plane(y, q), y) for q in qualities]
+    return out
+
+
+@torch.no_grad()
+def validate(model, val, device, amp: bool) -> dict[int, float]:
+    """Mean PSNR of the rounded restored planes per quality (what ``kdecode eval`` measures)."""
+    model.eval()
+    scores: dict[int, list[float]] = {}
+    for q, plane, y in val:
+        x = torch.from_numpy(plane).to(device)[None, None] / 255.0
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp and device.type == "cuda"):
+            out = model.restore(x)
+        out = (out[0, 0] * 255.0).round().clamp(0, 255).cpu()
+        scores.setdefault(q, []).append(psnr(y, out))
+    model.train()
+    return {q: float(np.mean(v)) for q, v in scores.items()}
+
+
+def _load_init(model, path: str) -> str:
+    """Load weights (a ``.safetensors`` file, or a run folder with its final weights)."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if p.is_dir():
+        found = sorted(p.glob("*.safetensors"))
+        if not found:
+            raise FileNotFoundError(f"no .safetensors weights in run folder {p}")
+        p = found[0]
+    model.net.load_state_dict(load_file(str(p)))
+    return str(p)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) one training run; returns its card."""
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device)
+    _seed_everything(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    amp = cfg.amp and device.type == "cuda"
+
+    model = build(cfg.model, **cfg.arch_kwargs).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    root = Path(cfg.data_root)
+    targets, inputs = prepare_pairs([root / s for s in cfg.train_sets], cfg.qualities, cfg.scales, cfg.workers,
+                                    cfg.cache_dir, cfg.progress)
+    sampler = PatchSampler(targets, inputs, cfg.patch, device, cfg.seed)
+    n_pixels = sum(t.size for t in targets)
+    del targets, inputs
+    val = load_validation(root / cfg.val_set, cfg.qualities, cfg.val_images) if cfg.val_set else []
+
+    ckpt_path = out / "checkpoint.pt"
+    step, elapsed, init_used = 0, 0.0, None
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sampler.load_state_dict({k: v.cpu() for k, v in ckpt["sampler"].items()})
+        torch.set_rng_state(ckpt["torch_rng"].cpu())  # map_location moved it to the device
+        step, elapsed, init_used = ckpt["step"], ckpt["elapsed"], ckpt.get("init_from")
+    elif cfg.init_from:
+        init_used = _load_init(model, cfg.init_from)
+
+    def save_checkpoint():
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(), "step": step,
+                    "elapsed": elapsed, "init_from": init_used, "config": asdict(cfg)}, tmp)
+        tmp.replace(ckpt_path)
+
+    log = open(out / "log.jsonl", "a")
+    loss_fn = torch.nn.functional.mse_loss if cfg.loss == "mse" else torch.nn.functional.l1_loss
+    model.train()
+    start, last_t, last_step = time.time() - elapsed, time.time(), step
+    stopped_early = False
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.stem}", disable=not cfg.progress, mininterval=2)
+    while _progress(step, elapsed, cfg) < 1.0:
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * _lr_factor(step, _progress(step, elapsed, cfg), cfg)
+        x, y = sampler.sample(cfg.batch)
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            residual = model.net(x)
+        loss = loss_fn(x + residual.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        bar.update(1)
+        elapsed = time.time() - start
+        done = _progress(step, elapsed, cfg) >= 1.0
+        if step % 200 == 0 or done:
+            now = time.time()
+            mpx = (step - last_step) * cfg.batch * cfg.patch ** 2 / max(1e-9, now - last_t) / 1e6
+            bar.set_postfix(loss=f"{loss.item():.2e}", mpx_s=f"{mpx:.1f}")
+            log.write(json.dumps({"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
+                                  "mpx_per_s": mpx, "elapsed": elapsed}) + "\n")
+            last_t, last_step = now, step
+        if val and step % cfg.val_every == 0 and not done:
+            scores = validate(model, val, device, amp)
+            log.write(json.dumps({"step": step, "val_psnr": scores, "elapsed": elapsed}) + "\n")
+            bar.write(f"[{cfg.stem}] step {step}: validation PSNR " +
+                      ", ".join(f"q{q} {v:.3f}" for q, v in scores.items()))
+        log.flush()
+        if step % cfg.checkpoint_every == 0:
+            save_checkpoint()
+        if cfg.max_time is not None and elapsed >= cfg.max_time and not done:
+            stopped_early = True
+            break
+    bar.close()
+    save_checkpoint()
+    if stopped_early:
+        log.write(json.dumps({"step": step, "stopped": "max_time", "elapsed": elapsed}) + "\n")
+        log.close()
+        print(f"[{cfg.stem}] stopped at step {step}/{cfg.steps} (time limit); run again to resume")
+        return {}
+
+    scores = validate(model, val, device, amp) if val else {}
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in model.net.state_dict().items()},
+              str(out / f"{cfg.stem}.safetensors"))
+    card = {
+        "model": cfg.model,
+        "architecture": ARCH_DESCRIPTIONS[cfg.model],
+        "arch_kwargs": cfg.arch_kwargs,
+        "parameters": sum(p.numel() for p in model.net.parameters()),
+        "qualities": list(cfg.qualities),
+        "cpu_friendly": cfg.model == "fast_arcnn",
+        "training": {
+            "data": cfg.train_sets,
+            "data_pixels": n_pixels,
+            "jpeg": "Pillow quality q, gray, read back by kdecode (float IDCT luma plane)",
+            "luma": "MATLAB rgb2ycbcr Y (16..235), portrait images transposed",
+            "scales": cfg.scales, "patch": cfg.patch, "batch": cfg.batch, "steps": step,
+            "optimizer": f"Adam lr {cfg.lr} -> {cfg.lr_min} (warm-up {cfg.warmup}, cosine over "
+                         + (f"{cfg.time_budget:.0f} s of training)" if cfg.time_budget else f"{cfg.steps} steps)"),
+            "loss": cfg.loss, "grad_clip": cfg.grad_clip, "mixed_precision": "bf16" if amp else "none",
+            "seed": cfg.seed, "init_from": Path(init_used).name if init_used else None,
+            "wall_time_s": round(elapsed, 1), "device": _device_name(device),
+            "validation": {"set": cfg.val_set, "images": cfg.val_images,
+                           "psnr": {str(q): round(v, 3) for q, v in scores.items()}},
+        },
+        "metrics": {},
+    }
+    (out / f"{cfg.stem}.json").write_text(json.dumps(card, indent=2) + "\n")
+    log.write(json.dumps({"step": step, "done": True, "val_psnr": scores, "elapsed": elapsed}) + "\n")
+    log.close()
+    return card

@@ -1,0 +1,140 @@
+"""Restoring decoders: shapes, the decoder contract, the registry's choice of weights."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kdecode import decode, list_models, load_model, read_coefficients
+from kdecode.errors import KdecodeError
+from kdecode.models import registry
+from kdecode.models.pixel import build
+from kdecode.pipeline import decode_exact
+
+from zoo_helpers import jpeg, need_data, smooth_image
+
+
+def _params(model):
+    return sum(p.numel() for p in model.net.parameters())
+
+
+def test_parameter_counts_match_the_papers():
+    # AR-CNN: 106,448 filter weights (Table I) + biases + PReLU slopes.
+    assert _params(build("arcnn")) == 106_448 + (64 + 32 + 16 + 1) + (64 + 32 + 16)
+    # Fast AR-CNN 64(9)-32(1)-32(7)-64(1)-1[9]: filter weights by eq. (9).
+    weights = 81 * 64 + 64 * 32 + 49 * 32 * 32 + 32 * 64 + 64 * 81
+    assert _params(build("fast_arcnn")) == weights + (64 + 32 + 32 + 64 + 1) + (64 + 32 + 32 + 64)
+    # DCSC: 0.94e5 parameters in the paper (3x3 kernels, 32 maps per dilation, 64 features).
+    assert abs(_params(build("dcsc")) - 94_000) < 1_500
+
+
+@pytest.mark.parametrize("name", ["arcnn", "fast_arcnn", "dcsc"])
+@pytest.mark.parametrize("size", [(16, 24), (17, 23), (9, 40)])
+def test_restore_keeps_size(name, size):
+    model = build(name, **({"iterations": 2} if name == "dcsc" else {}))
+    x = torch.rand(2, 1, *size)
+    with torch.no_grad():
+        y = model.restore(x)
+    assert y.shape == x.shape and y.dtype == torch.float32
+    # Freshly built nets start near the identity (last layer initialised near zero).
+    assert (y - x).abs().max() < 0.05
+
+
+def _zero_net(name="arcnn"):
+    model = build(name)
+    for p in model.net.parameters():
+        torch.nn.init.zeros_(p)
+    return model
+
+
+def test_untrained_restorer_is_the_float_decode():
+    """With a zero residual the restorer returns the float-IDCT luma rounded: within one grey
+    level of libjpeg's integer decode; chroma untouched."""
+    gray = read_coefficients(jpeg(smooth_image(37, 45), 30))
+    out = _zero_net().decode(gray)
+    exact = decode_exact(gray)
+    assert out.shape == exact.shape == (1, 37, 45) and out.dtype == torch.uint8
+    assert (out.int() - exact.int()).abs().max() <= 1
+
+    color = read_coefficients(jpeg(smooth_image(33, 50, color=True), 30))
+    out = _zero_net("fast_arcnn").decode(color)
+    exact = decode_exact(color)
+    assert out.shape == exact.shape == (3, 33, 50)
+    assert (out.int() - exact.int()).abs().max() <= 3  # luma +-1 spreads through YCbCr -> RGB
+
+
+def _fake_weights(folder, stem, model, qualities):
+    from safetensors.torch import save_file
+
+    net = build(model).net
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / f"{stem}.safetensors"))
+    card = {"model": model, "qualities": qualities, "arch_kwargs": {}, "metrics": {}}
+    (folder / f"{stem}.json").write_text(json.dumps(card))
+
+
+def test_select_card_nearest_quality(tmp_path):
+    for q in (10, 20, 30, 40):
+        _fake_weights(tmp_path, f"arcnn_q{q}", "arcnn", [q])
+    pick = lambda q: registry.select_card("arcnn", q, tmp_path)["qualities"]  # noqa: E731
+    assert pick(10) == [10] and pick(12) == [10] and pick(18) == [20] and pick(37) == [40]
+    assert pick(15) == [10]  # a tie goes to the stronger restoration
+    assert pick(95) == [40] and pick(1) == [10] and pick(None) == [10]
+    with pytest.raises(KdecodeError, match="no weights"):
+        registry.select_card("dcsc", 10, tmp_path)
+
+
+def test_registry_names_and_errors():
+    assert {"exact", "arcnn", "fast_arcnn", "dcsc"} <= set(list_models())
+    with pytest.raises(KdecodeError, match="unknown model"):
+        load_model("nope")
+    assert registry.resolve_model("auto", quality=90) == "exact"
+    assert registry.resolve_model(None) == "exact"
+
+
+SHIPPED = registry.shipped_cards()
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no weights shipped in kdecode/weights")
+@pytest.mark.parametrize("card", SHIPPED, ids=[c["_weights"].rsplit("/", 1)[-1] for c in SHIPPED])
+def test_shipped_card_is_complete(card):
+    for key in ("model", "architecture", "parameters", "qualities", "training", "metrics"):
+        assert key in card
+    for key in ("data", "steps", "wall_time_s", "device"):
+        assert key in card["training"]
+    model = registry.load_weights(card)
+    assert _params(model) == card["parameters"]
+    for dataset in ("LIVE1_gray", "Classic5"):
+        for q in card["qualities"]:
+            scores = card["metrics"][dataset][str(q)]
+            assert set(scores["model"]) == {"psnr", "ssim", "psnrb"}
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no weights shipped in kdecode/weights")
+def test_decode_restores_with_weights_nearest_the_file_quality():
+    """decode(model=...) estimates the file's quality and uses the nearest weights: a q10
+    file restored by AR-CNN gets closer to the original than the plain decode."""
+    data = need_data("Classic5")
+    y = np.asarray(Image.open(data / "Classic5" / "lena.png").convert("L"))[:128, :128]
+    blob = jpeg(y, 10)
+    name = next(c["model"] for c in SHIPPED if c["model"] in ("fast_arcnn", "arcnn"))
+    restored = np.asarray(decode(blob, model=name))
+    plain = np.asarray(decode(blob, model=None))
+    err = lambda a: np.mean((a.astype(float) - y) ** 2)  # noqa: E731
+    assert err(restored) < 0.9 * err(plain)
+    assert registry.select_card(name, 12)["qualities"] == [10]
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_fast_arcnn_subpixel_equals_the_deconvolution(grad):
+    torch.manual_seed(0)
+    net = build("fast_arcnn").net
+    torch.nn.init.normal_(net.deconv.weight, std=0.1)
+    torch.nn.init.normal_(net.deconv.bias)
+    x = torch.rand(2, 1, 34, 46)
+    with torch.set_grad_enabled(grad):
+        ref = net.deconv(net.layers(x))
+        assert torch.allclose(net(x), ref, atol=1e-5)
+        with torch.no_grad():
+            net.deconv.weight.mul_(2)  # the inference cache follows weight updates
+        assert torch.allclose(net(x), net.deconv(net.layers(x)), atol=1e-5)

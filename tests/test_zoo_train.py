@@ -1,0 +1,105 @@
+"""Training data and loop: pairs are what inference sees, patches sit on the block grid, runs
+resume from their checkpoints and end with weights and a card."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kdecode.jpeg.reader import read_coefficients
+from kdecode.models import registry
+from kdecode.pipeline import component_plane
+from kdecode.train.data import PatchSampler, decoded_plane, jpeg_bytes, luma, prepare_pairs
+from kdecode.train.loop import TrainConfig, train
+
+from zoo_helpers import need_data, smooth_image
+
+
+def test_decoded_plane_is_the_inference_input():
+    y = smooth_image(40, 56)
+    plane = decoded_plane(y, 20)
+    coeffs = read_coefficients(jpeg_bytes(y, 20))
+    assert np.array_equal(plane, component_plane(coeffs, 0, exact=False).numpy())
+    # ... and it is Pillow's decode before integer rounding.
+    pillow = np.asarray(Image.open(__import__("io").BytesIO(jpeg_bytes(y, 20))))
+    assert np.abs(np.clip(np.round(plane), 0, 255) - pillow).max() <= 1
+
+
+def test_luma_is_matlab_rgb2ycbcr():
+    data = need_data("LIVE1_color", "LIVE1_gray")
+    color = luma(Image.open(data / "LIVE1_color" / "bikes.png"))
+    assert np.array_equal(color, np.asarray(Image.open(data / "LIVE1_gray" / "bikes.png")))
+
+
+def test_patches_sit_on_the_block_grid():
+    """Every 8x8 tile of a patch is one whole block of its image (also after flips and
+    transposes), and input and target patches stay paired."""
+    h, w = 48, 64
+    blocks = np.arange((h // 8) * (w // 8), dtype=np.uint8).reshape(h // 8, w // 8)
+    target = np.kron(blocks, np.ones((8, 8), np.uint8))
+    sampler = PatchSampler([target], {10: [target.astype(np.float32)]}, patch=24, device="cpu", seed=3)
+    x, y = sampler.sample(64)
+    assert x.shape == y.shape == (64, 1, 24, 24)
+    assert torch.equal(x, y)
+    tiles = (y[:, 0] * 255).round().reshape(64, 3, 8, 3, 8)
+    assert (tiles == tiles[:, :, :1, :, :1]).all()
+
+
+def _tiny_data(root):
+    for i, (h, w) in enumerate([(64, 96), (72, 56), (64, 96)]):
+        folder = root / ("train" if i < 2 else "val")
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(smooth_image(h, w, seed=i, color=i == 1)).save(folder / f"img{i}.png")
+
+
+def test_prepare_pairs_caches(tmp_path):
+    _tiny_data(tmp_path)
+    targets, inputs = prepare_pairs([tmp_path / "train"], [10, 30], scales=(1.0, 0.5), cache_dir=tmp_path / "c",
+                                    progress=False)
+    assert len(targets) == 4 and set(inputs) == {10, 30}
+    assert all(t.shape[0] <= t.shape[1] and t.shape[0] % 8 == 0 and t.shape[1] % 8 == 0 for t in targets)
+    again, inputs2 = prepare_pairs([tmp_path / "train"], [10], scales=(1.0, 0.5), cache_dir=tmp_path / "c",
+                                   progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(targets, again))
+    assert all(np.array_equal(a, b) for a, b in zip(inputs[10], inputs2[10]))
+
+
+def test_train_resume_and_card(tmp_path):
+    _tiny_data(tmp_path)
+    cfg = TrainConfig(model="fast_arcnn", qualities=[20], out=str(tmp_path / "run"), data_root=str(tmp_path),
+                      train_sets=["train"], val_set="val", val_images=1, steps=3, batch=4, patch=32,
+                      warmup=1, checkpoint_every=1, val_every=2, progress=False)
+    assert train(TrainConfig(**{**cfg.__dict__, "max_time": 0.0})) == {}  # stops after one step
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 1
+    card = train(cfg)  # resumes at step 1
+    assert card["training"]["steps"] == 3
+    saved = json.loads((tmp_path / "run" / "fast_arcnn_q20.json").read_text())
+    assert saved["qualities"] == [20] and saved["model"] == "fast_arcnn"
+    model = registry.load_weights(registry.card_for_weights(tmp_path / "run" / "fast_arcnn_q20.safetensors"))
+    assert model.restore(torch.rand(1, 1, 16, 16)).shape == (1, 1, 16, 16)
+    # Easy-to-hard transfer: a new run starts from those weights.
+    cfg2 = TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "run10"), "qualities": [10], "steps": 1,
+                          "init_from": str(tmp_path / "run")})
+    assert train(cfg2)["training"]["init_from"] == "fast_arcnn_q20.safetensors"
+
+
+def test_training_lowers_the_error(tmp_path):
+    """Some steps on two small images bring the restored planes closer to the originals than
+    the decoded input: the loop learns (MSE on the training images, before vs after)."""
+    _tiny_data(tmp_path)
+    cfg = TrainConfig(model="arcnn", qualities=[10], out=str(tmp_path / "d"), data_root=str(tmp_path),
+                      train_sets=["train"], val_set=None, steps=40, batch=8, patch=32, lr=1e-3, warmup=1,
+                      checkpoint_every=100, progress=False, seed=1)
+    train(cfg)
+    model = registry.load_weights(registry.card_for_weights(tmp_path / "d" / "arcnn_q10.safetensors"))
+    targets, inputs = prepare_pairs([tmp_path / "train"], [10], progress=False)
+    before = after = 0.0
+    with torch.no_grad():
+        for x, t in zip(inputs[10], targets):
+            x = torch.from_numpy(x)[None, None] / 255
+            t = torch.from_numpy(t).float()[None, None] / 255
+            before += float(((x - t) ** 2).mean())
+            after += float(((model.restore(x) - t) ** 2).mean())
+    assert after < before

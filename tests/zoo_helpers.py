@@ -1,0 +1,37 @@
+"""Shared helpers of the model-zoo tests: where ../shared/data is, small JPEGs."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def need_data(*names: str) -> Path:
+    """The dataset folder, or skip: the datasets live beside the repo, never in it."""
+    for name in names:
+        if not (DATA / name).is_dir():
+            pytest.skip(f"dataset {name} not found at {DATA / name} (../shared/data is not part of the repo)")
+    return DATA
+
+
+def smooth_image(h: int, w: int, seed: int = 0, color: bool = False) -> np.ndarray:
+    """A natural-ish uint8 test image: smooth gradients plus a little texture."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    planes = []
+    for c in range(3 if color else 1):
+        base = 128 + 60 * np.sin(xx / (7 + 3 * c)) * np.cos(yy / 11) + 30 * (xx / w - yy / h)
+        planes.append(np.clip(base + rng.normal(0, 6, (h, w)), 0, 255))
+    img = np.stack(planes, -1) if color else planes[0]
+    return img.astype(np.uint8)
+
+
+def jpeg(img: np.ndarray, quality: int, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=quality, **kw)
+    return buf.getvalue()
