@@ -20,6 +20,24 @@ def _get_model(name: str, quality, device):
     return _model_cache[key]
 
 
+def check_model(model, device=None) -> None:
+    """Raise a :class:`KdecodeError` listing the models when ``model`` is not one of them."""
+    if resolve_model(model, device) not in list_models():
+        raise KdecodeError("model", f"unknown model {model!r}; available: {', '.join(list_models())} (or None/'auto')")
+
+
+def decoder_for(coeffs, model, device=None):
+    """The :class:`~kdecode.models.Decoder` that ``decode(model=model)`` runs for ``coeffs``
+    (loaded once per process and device)."""
+    # Learned models are trained per quality: pick the weights nearest the file's own quality,
+    # estimated from its luma table (the estimate ``kdecode info`` prints).
+    quality = estimate_quality(coeffs.components[0].qtable)[0]
+    name = resolve_model(model, device, quality)
+    # One cached decoder per weights file: key by the quality the chosen weights were trained at.
+    quality = None if name == "exact" else min(select_card(name, quality)["qualities"])
+    return _get_model(name, quality, device)
+
+
 def decode(src: Source, model: str | None = "auto", device=None, output: str = "pil", **read_options):
     """Decode a JPEG (path, bytes or binary file object).
 
@@ -34,16 +52,9 @@ def decode(src: Source, model: str | None = "auto", device=None, output: str = "
     """
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
-    if resolve_model(model, device) not in list_models():
-        raise KdecodeError("model", f"unknown model {model!r}; available: {', '.join(list_models())} (or None/'auto')")
+    check_model(model, device)
     coeffs = read_coefficients(src, **read_options)
-    # Learned models are trained per quality: pick the weights nearest the file's own quality,
-    # estimated from its luma table (the estimate ``kdecode info`` prints).
-    quality = estimate_quality(coeffs.components[0].qtable)[0]
-    name = resolve_model(model, device, quality)
-    # One cached decoder per weights file: key by the quality the chosen weights were trained at.
-    quality = None if name == "exact" else min(select_card(name, quality)["qualities"])
-    decoder = _get_model(name, quality, device)
+    decoder = decoder_for(coeffs, model, device)
     with torch.inference_mode():
         image = decoder.decode(coeffs, device)  # uint8 [C, H, W]
     return _convert(image, output, device)

@@ -16,12 +16,13 @@ class KdecodeError(ValueError):
         super().__init__(f"{self.source}: {reason}")
 
 
-class NotAJpegError(KdecodeError):
-    """The input is not a JPEG file at all (no SOI marker)."""
-
-
 class UnsupportedJpegError(KdecodeError):
-    """A valid JPEG that kdecode cannot decode (12-bit, CMYK/YCCK, lossless, ...)."""
+    """Input kdecode cannot decode: 12-bit, CMYK/YCCK, lossless or hierarchical JPEG, or not
+    a JPEG at all (:class:`NotAJpegError`)."""
+
+
+class NotAJpegError(UnsupportedJpegError):
+    """The input is not a JPEG file at all (empty, no SOI marker: a PNG, random bytes...)."""
 
 
 class CorruptJpegError(KdecodeError):

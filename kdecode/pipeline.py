@@ -10,25 +10,27 @@ from __future__ import annotations
 import torch
 
 from .jpeg.coefficients import JpegCoefficients
-from .ops import blocks_to_plane, dequantize, idct_blocks, idct_islow, upsample, ycbcr_to_rgb
+from .ops import blocks_to_planes, exact_cpu, upsample_to_rgb
 
 
 def component_blocks(coeffs: JpegCoefficients, index: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(int16 blocks ``[bh, bw, 8, 8]``, int32 qtable ``[8, 8]``) of one component on ``device``."""
     comp = coeffs.components[index]
-    blocks = torch.from_numpy(comp.blocks).to(device)
-    qtable = torch.from_numpy(comp.qtable.astype("int32")).to(device)
-    return blocks, qtable
+    blocks = torch.from_numpy(comp.blocks)
+    qtable = torch.from_numpy(comp.qtable.astype("int32"))
+    if device is not None and torch.device(device).type == "cuda":
+        # Through pinned memory, the copy runs asynchronously on the current stream: the CPU
+        # goes on (reading the next file in decode_batch) while the GPU copies and computes.
+        return (blocks.pin_memory().to(device, non_blocking=True),
+                qtable.pin_memory().to(device, non_blocking=True))
+    return blocks.to(device), qtable.to(device)
 
 
 def component_plane(coeffs: JpegCoefficients, index: int, device=None, exact: bool = True) -> torch.Tensor:
     """Sample plane ``[comp_h, comp_w]`` of one component: uint8 (exact islow) or float32
     (orthonormal float IDCT, level-shifted, unclamped; what pixel-domain models see)."""
     blocks, qtable = component_blocks(coeffs, index, device)
-    if exact:
-        plane = blocks_to_plane(idct_islow(blocks, qtable))
-    else:
-        plane = blocks_to_plane(idct_blocks(dequantize(blocks, qtable))) + 128.0
+    plane = blocks_to_planes(blocks, qtable, exact=exact)
     ch, cw = coeffs.component_size(index)
     return plane[:ch, :cw]
 
@@ -37,18 +39,19 @@ def assemble(coeffs: JpegCoefficients, planes: list[torch.Tensor]) -> torch.Tens
     """Upsample chroma to full size and convert to RGB (or keep gray): uint8 ``[C, H, W]``.
 
     ``planes`` are uint8 component planes at their real sizes (see ``component_plane``)."""
-    hmax, vmax = coeffs.max_h_samp, coeffs.max_v_samp
-    full = []
-    for comp, plane in zip(coeffs.components, planes):
-        up = upsample(plane, hmax // comp.h_samp, vmax // comp.v_samp)
-        full.append(up[: coeffs.height, : coeffs.width])
-    image = torch.stack(full)
-    if coeffs.color_space == "ycbcr":
-        image = ycbcr_to_rgb(image)
-    return image
+    factors = [(coeffs.max_h_samp // c.h_samp, coeffs.max_v_samp // c.v_samp) for c in coeffs.components]
+    return upsample_to_rgb(planes, factors, (coeffs.height, coeffs.width), convert=coeffs.color_space == "ycbcr")
 
 
 def decode_exact(coeffs: JpegCoefficients, device=None) -> torch.Tensor:
-    """Bit-exact libjpeg-turbo decode (what Pillow returns): uint8 ``[C, H, W]``, C = 1 or 3."""
-    planes = [component_plane(coeffs, i, device) for i in range(len(coeffs.components))]
-    return assemble(coeffs, planes)
+    """Bit-exact libjpeg-turbo decode (what Pillow returns): uint8 ``[C, H, W]``, C = 1 or 3.
+
+    On CPU the C fast path (:mod:`kdecode.ops.exact_cpu`) runs when it is built; on a GPU the
+    CUDA kernels; both compute exactly what the torch reference ops compute."""
+    if exact_cpu.usable(device):
+        return exact_cpu.decode_exact(coeffs)
+    indices = range(len(coeffs.components))
+    blocks, qtables = zip(*(component_blocks(coeffs, i, device) for i in indices))
+    planes = blocks_to_planes(list(blocks), torch.stack(qtables), exact=True)  # one launch on a GPU
+    sizes = [coeffs.component_size(i) for i in indices]
+    return assemble(coeffs, [p[:h, :w] for p, (h, w) in zip(planes, sizes)])

@@ -1,16 +1,19 @@
 """``read_coefficients``: from a path, bytes or file object to :class:`JpegCoefficients`.
 
 The marker parser checks the file first (cheap, no allocation); a backend then entropy-decodes
-it. Backends share one interface (``read(data, path, header, source) -> list of int16 block
-arrays and their tables``) so the reader can be swapped without touching anything above.
+it. Backends share one interface (``read(data, path, header, source, allow_truncated) -> (list of
+int16 block arrays, uint16 [n_components, 8, 8] tables, warning count, messages)``) so the reader
+can be swapped without touching anything above. The native backend (``kdecode._jpegnative``, libjpeg-turbo, built with the package) is
+used when it is built; otherwise, or with ``KDECODE_READER=jpeglib`` in the environment, the
+jpeglib backend is.
 """
 from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Iterable, Union
 
 import numpy as np
 
@@ -31,10 +34,14 @@ class Settings:
     ``allow_truncated``: accept truncated or corrupt entropy-coded data (missing blocks are
     zero, like Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES``); the count of corrupt-data
     warnings is kept in ``JpegCoefficients.warnings``.
+    ``max_scans``: files with more scans are refused (a progressive file with thousands of
+    scans would re-walk the whole image for each; encoders' progressive scripts use about 10).
+    ``None`` disables the check.
     """
 
     max_image_pixels: int | None = 2 * 89_478_485
     allow_truncated: bool = False
+    max_scans: int | None = 500
 
 
 settings = Settings()
@@ -75,10 +82,23 @@ class JpeglibBackend:
         self._jpeglib = jpeglib
         # libjpeg-turbo 2.1 reads arithmetic-coded files, IJG 6b (jpeglib's default) does not.
         jpeglib.version.set("turbo210")
+        self.library = f"jpeglib {jpeglib.__version__} (libjpeg-turbo 2.1.0 build, no SIMD)"
 
-    def read(self, data: bytes, path: str | None, header: JpegHeader, source: str):
+    def read(self, data: bytes, path: str | None, header: JpegHeader, source: str,
+             allow_truncated: bool = True):
         import tempfile
 
+        import ctypes
+
+        from jpeglib._bind import CJpegLib
+
+        # jpeglib's own read_dct() reads the file three times (info, markers, coefficients) and
+        # copies it to one more temporary file; its C function alone reads it once, into arrays
+        # allocated here from the checked header (twice as fast).
+        planes = [np.empty((bh, bw, 8, 8), np.int16) for bh, bw in header.block_grids()]
+        qt = np.zeros((4, 64), np.uint16)
+        table_of = np.zeros(4, np.int16)
+        pointers = [p.ctypes.data_as(ctypes.c_void_p) for p in planes] + [None] * (4 - len(planes))
         with self._lock:
             tmp = None
             try:
@@ -87,21 +107,19 @@ class JpeglibBackend:
                     with os.fdopen(fd, "wb") as f:
                         f.write(data)
                 with _CaptureStderr() as err:
-                    try:
-                        d = self._jpeglib.read_dct(path or tmp)
-                        d.load()
-                    except Exception as e:  # jpeglib raises bare OSError/RuntimeError
-                        raise CorruptJpegError(source, f"libjpeg failed: {err.text().strip() or e}") from None
+                    status = CJpegLib.get().read_jpeg_dct(
+                        os.fsencode(path or tmp), *pointers, qt.ctypes.data_as(ctypes.c_void_p),
+                        table_of.ctypes.data_as(ctypes.c_void_p))
+                if status == 0:
+                    raise CorruptJpegError(source, f"libjpeg failed: {err.text().strip() or 'unknown error'}")
             finally:
                 if tmp:
                     os.unlink(tmp)
         messages = err.text()
         # Each decode pass prints the warning; count distinct lines.
         warnings = len({ln for ln in messages.splitlines() if ln.strip()})
-        planes = [d.Y, d.Cb, d.Cr][: len(header.components)]
-        qt = np.asarray(d.qt)
-        qtables = [qt[int(i)].astype(np.uint16) for i in d.quant_tbl_no[: len(header.components)]]
-        return [np.ascontiguousarray(p, dtype=np.int16) for p in planes], qtables, warnings, messages
+        qtables = qt[table_of[: len(planes)].astype(np.intp)].reshape(-1, 8, 8)
+        return planes, qtables, warnings, messages
 
 
 class _CaptureStderr:
@@ -129,20 +147,81 @@ class _CaptureStderr:
         return getattr(self, "_text", "")
 
 
+class NativeBackend:
+    """Reads coefficients with kdecode._jpegnative (C, libjpeg-turbo's jpeg_read_coefficients).
+
+    One entropy-decoding pass from memory, straight into arrays allocated here from the checked
+    frame header, with the GIL released: threads read in parallel. libjpeg's warnings are
+    counted instead of printed.
+    """
+
+    name = "native"
+
+    def __init__(self):
+        import importlib
+
+        self._native = importlib.import_module("kdecode._jpegnative")
+        self.library = self._native.libjpeg_version
+
+    def read(self, data: bytes, path: str | None, header: JpegHeader, source: str,
+             allow_truncated: bool = True):
+        grids = header.block_grids()
+        # libjpeg decodes whole MCUs: it gets arrays padded to them and returns each component's
+        # own grid at the start of its array.
+        padded = [np.empty((-(-bh // c.v_samp) * c.v_samp, -(-bw // c.h_samp) * c.h_samp, 8, 8), np.int16)
+                  for (bh, bw), c in zip(grids, header.components)]
+        qtables = np.empty((len(grids), 8, 8), np.uint16)
+        status, warnings, message = self._native.read(data, padded, qtables, settings.max_scans or 0,
+                                                      not allow_truncated)
+        if status == 3:
+            raise UnsupportedJpegError(source, f"{message} (kdecode.settings.max_scans)")
+        if status:
+            # 2: a corrupt-data warning stopped it early; the others are libjpeg errors or a
+            # frame that libjpeg reads differently from the marker parser (never trusted).
+            kind = "corrupt entropy-coded data" if status == 2 else "libjpeg failed"
+            raise CorruptJpegError(source, f"{kind} ({message})")
+        planes = [p.reshape(-1)[:bh * bw * 64].reshape(bh, bw, 8, 8) for p, (bh, bw) in zip(padded, grids)]
+        return planes, qtables, warnings, message
+
+
 _backend = None
+_fallback_reason: str | None = None
+
+
+def set_backend(name: str | None = None):
+    """Choose the coefficient reader: ``"native"``, ``"jpeglib"``, or ``None`` for the default
+    (``$KDECODE_READER`` if set, else native when it is built, else jpeglib). Returns it."""
+    global _backend, _fallback_reason
+    name = (name or os.environ.get("KDECODE_READER") or "auto").strip().lower()
+    if name not in ("auto", "native", "jpeglib"):
+        raise ValueError(f"unknown coefficient reader {name!r} (expected native or jpeglib)")
+    _fallback_reason = None
+    if name != "jpeglib":
+        try:
+            _backend = NativeBackend()
+            return _backend
+        except ImportError as e:
+            if name == "native":
+                raise ImportError(f"the native reader kdecode._jpegnative is not built ({e}); "
+                                  "install libjpeg-turbo's headers and reinstall kdecode") from e
+            _fallback_reason = f"kdecode._jpegnative not built ({e})"
+    _backend = JpeglibBackend()
+    return _backend
 
 
 def get_backend():
-    global _backend
-    if _backend is None:
-        _backend = JpeglibBackend()
-    return _backend
+    return _backend or set_backend()
 
 
 def backend_info() -> dict:
     """Which coefficient reader is active, and its details."""
     b = get_backend()
-    return {"reader": b.name}
+    info = {"reader": b.name, "library": b.library}
+    if os.environ.get("KDECODE_READER"):
+        info["forced_by"] = f"KDECODE_READER={os.environ['KDECODE_READER']}"
+    if _fallback_reason:
+        info["fallback_reason"] = _fallback_reason
+    return info
 
 
 def read_coefficients(src: Source, *, max_pixels: int | None | str = "default",
@@ -168,11 +247,15 @@ def read_coefficients_from_bytes(data: bytes, name: str = "<bytes>", *, path: st
     if allow_truncated is None:
         allow_truncated = settings.allow_truncated
     header = parse_header(data, name, max_pixels, allow_truncated)
+    if settings.max_scans and header.scans > settings.max_scans:
+        raise UnsupportedJpegError(name, f"{header.scans} scans, over the limit of {settings.max_scans} "
+                                   "(kdecode.settings.max_scans)")
     backend = get_backend()
-    planes, qtables, warnings, messages = backend.read(data, path, header, name)
+    planes, qtables, warnings, messages = backend.read(data, path, header, name, allow_truncated)
     if warnings and not allow_truncated:
         first = messages.strip().splitlines()[0] if messages.strip() else "corrupt data"
         raise CorruptJpegError(name, f"corrupt entropy-coded data ({first})")
+    _check_grid(planes, qtables, header, name)
     comps = []
     for fc, blocks, qt in zip(header.components, planes, qtables):
         comps.append(Component(id=fc.id, h_samp=fc.h_samp, v_samp=fc.v_samp, qtable=qt,
@@ -181,21 +264,46 @@ def read_coefficients_from_bytes(data: bytes, name: str = "<bytes>", *, path: st
                               components=comps, progressive=header.progressive,
                               arithmetic=header.arithmetic, restart_interval=header.restart_interval,
                               source=name, warnings=warnings + int(header.truncated))
-    _check_grid(coeffs, name)
     return coeffs
 
 
-def _check_grid(c: JpegCoefficients, name: str) -> None:
+def read_coefficients_batch(srcs: Iterable[Source], *, workers: int | None = None,
+                            max_pixels: int | None | str = "default", allow_truncated: bool | None = None,
+                            return_exceptions: bool = False) -> list:
+    """:func:`read_coefficients` on many sources with ``workers`` threads (default: one per
+    CPU). The native reader releases the GIL while it decodes, so threads scale; results come
+    back in input order. With ``return_exceptions``, a rejected file's :class:`KdecodeError`
+    takes its place in the list instead of being raised."""
+    srcs = list(srcs)
+
+    def one(src):
+        try:
+            return read_coefficients(src, max_pixels=max_pixels, allow_truncated=allow_truncated)
+        except KdecodeError as e:
+            if return_exceptions:
+                return e
+            raise
+
+    workers = min(workers or os.cpu_count() or 1, max(len(srcs), 1))
+    if workers == 1:
+        return [one(s) for s in srcs]
+    get_backend()  # choose it once, before the threads race to
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, srcs))
+
+
+def _check_grid(planes: list, qtables: np.ndarray, header: JpegHeader, name: str) -> None:
     """The block grid a backend returns must be the component's own size: anything else would
-    silently shift the image."""
-    for i, comp in enumerate(c.components):
-        ch, cw = c.component_size(i)
-        want = (-(-ch // 8), -(-cw // 8), 8, 8)
-        if comp.blocks.shape != want:
-            raise KdecodeError(name, f"reader returned blocks {comp.blocks.shape} for component {i}, expected {want}")
-        if comp.qtable.shape != (8, 8) or (comp.qtable == 0).any():
-            raise CorruptJpegError(name, f"component {i} has no valid quantization table")
+    silently shift the image. Every component needs a table without zeros (one the file
+    defined)."""
+    for i, (blocks, grid) in enumerate(zip(planes, header.block_grids())):
+        want = (*grid, 8, 8)
+        if blocks.shape != want:
+            raise KdecodeError(name, f"reader returned blocks {blocks.shape} for component {i}, expected {want}")
+    if qtables.shape != (len(planes), 8, 8) or not qtables.all():
+        i = next((i for i, q in enumerate(qtables) if not q.all()), 0)
+        raise CorruptJpegError(name, f"component {i} has no valid quantization table")
 
 
-__all__ = ["read_coefficients", "read_coefficients_from_bytes", "settings", "Settings", "backend_info",
-           "UnsupportedJpegError"]
+__all__ = ["read_coefficients", "read_coefficients_batch", "read_coefficients_from_bytes", "settings",
+           "Settings", "backend_info", "set_backend"]

@@ -20,6 +20,13 @@ class Decoder(nn.Module):
     def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
+        """Decode a group of images of similar size (``decode_batch`` forms the groups; see
+        :func:`kdecode.batch.group_by_size`): one uint8 ``[C, H, W]`` per image, in order.
+        This default decodes them one by one; a model that runs faster on a padded batch
+        overrides it."""
+        return [self.decode(c, device) for c in coeffs]
+
 
 class ExactDecoder(Decoder):
     """No learned parameters: libjpeg-turbo's integer pipeline, bit-exact with Pillow."""

@@ -16,18 +16,25 @@ _FIX_0_34414 = 22554
 
 def ycbcr_to_rgb(ycbcr: torch.Tensor, dim: int = -3) -> torch.Tensor:
     """``ycbcr`` with 3 channels on ``dim`` -> RGB. uint8/int in: exact libjpeg result as uint8."""
-    y, cb, cr = ycbcr.unbind(dim)
     if ycbcr.is_floating_point():
+        y, cb, cr = ycbcr.unbind(dim)
         cb, cr = cb - 128, cr - 128
         r = y + 1.402 * cr
         g = y - 0.344136286 * cb - 0.714136286 * cr
         b = y + 1.772 * cb
         return torch.stack([r, g, b], dim)
-    y, cb, cr = y.to(torch.int32), cb.to(torch.int32) - 128, cr.to(torch.int32) - 128
-    r = y + ((_FIX_1_40200 * cr + 32768) >> 16)
-    b = y + ((_FIX_1_77200 * cb + 32768) >> 16)
-    g = y + ((-_FIX_0_34414 * cb - _FIX_0_71414 * cr + 32768) >> 16)
-    return torch.stack([r, g, b], dim).clamp_(0, 255).to(torch.uint8)
+    moved = ycbcr.movedim(dim, 0)
+    flat = moved.reshape(3, -1)
+    out = torch.empty(flat.shape, dtype=torch.uint8, device=flat.device)
+    # Chunks keep the int32 temporaries in cache on CPU (a GPU takes everything at once).
+    chunk = flat.shape[1] if flat.is_cuda else 1 << 16
+    for s in range(0, flat.shape[1], chunk):
+        y, cb, cr = flat[:, s:s + chunk].to(torch.int32)
+        cb, cr = cb - 128, cr - 128
+        out[0, s:s + chunk] = (y + ((_FIX_1_40200 * cr + 32768) >> 16)).clamp_(0, 255)
+        out[1, s:s + chunk] = (y + ((-_FIX_0_34414 * cb - _FIX_0_71414 * cr + 32768) >> 16)).clamp_(0, 255)
+        out[2, s:s + chunk] = (y + ((_FIX_1_77200 * cb + 32768) >> 16)).clamp_(0, 255)
+    return out.reshape(moved.shape).movedim(0, dim)
 
 
 def rgb_to_ycbcr(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:

@@ -44,18 +44,30 @@ def _triangle(x: torch.Tensor, dim: int, bias_prev, bias_next, shift: int) -> to
     return _pairs(a, b, dim)
 
 
+def fancy_mode(h_factor: int, v_factor: int, width: int, fancy: bool = True) -> int:
+    """Which filter libjpeg-turbo uses for a plane ``width`` samples wide: 0 replication,
+    1 fancy h2v1, 2 fancy h1v2, 3 fancy h2v2 (the codes of csrc/color.cu)."""
+    if fancy and h_factor == 2 and v_factor == 1 and width > 2:
+        return 1
+    if fancy and h_factor == 1 and v_factor == 2:
+        return 2
+    if fancy and h_factor == 2 and v_factor == 2 and width > 2:
+        return 3
+    return 0
+
+
 def upsample(plane: torch.Tensor, h_factor: int, v_factor: int, fancy: bool = True) -> torch.Tensor:
     """Upsample ``[..., h, w]`` by integer factors; see the module docstring for the rules."""
     if h_factor == 1 and v_factor == 1:
         return plane
     integer = not plane.is_floating_point()
     x = plane.to(torch.int32) if integer else plane
-    w = x.shape[-1]
-    if fancy and h_factor == 2 and v_factor == 1 and w > 2:
+    mode = fancy_mode(h_factor, v_factor, x.shape[-1], fancy)
+    if mode == 1:
         out = _triangle(x, -1, 1, 2, 2)  # h2v1_fancy_upsample
-    elif fancy and h_factor == 1 and v_factor == 2:
+    elif mode == 2:
         out = _triangle(x, -2, 1, 2, 2)  # h1v2_fancy_upsample (libjpeg-turbo)
-    elif fancy and h_factor == 2 and v_factor == 2 and w > 2:
+    elif mode == 3:
         # h2v2_fancy_upsample: vertical 3:1 column sums (no rounding), then horizontal 3:1
         # with biases 8 and 7 and a single >> 4.
         cols = _triangle(x, -2, 0, 0, 0)

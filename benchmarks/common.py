@@ -1,0 +1,120 @@
+"""Helpers shared by the benchmarks: file sets, timing, machine description, tables."""
+from __future__ import annotations
+
+import io
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+# KDECODE_DATA: the datasets elsewhere (e.g. a copy carried to the GPU machine, benchmarks/gpu_suite.sh).
+SHARED_DATA = Path(os.environ.get("KDECODE_DATA") or ROOT.parent / "shared" / "data")
+
+
+def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Photo-like content (gradients, edges, texture, noise): compresses like a real photo."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([np.sin(x / 37.0) * 70 + 128, np.cos(y / 23.0) * 60 + 120, ((x + y) % 128) * 1.5], -1)
+    img[((x // 97 + y // 61) % 2) == 0] *= 0.7
+    img += rng.normal(0, 6, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def encode(array: np.ndarray, **options) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "JPEG", **options)
+    return buf.getvalue()
+
+
+def file_sets(names: list[str]) -> dict[str, list[bytes]]:
+    """Named lists of JPEG bytes. ``bsds500``: the 432 originals; ``bsds500-qN``: re-encoded at
+    quality N (4:2:0); ``live1-qN``: LIVE1_color at quality N; ``photo2000x1500-q90``: generated."""
+    sets = {}
+    for name in names:
+        if name.startswith("photo"):
+            size, _, q = name[5:].partition("-q")
+            w, h = map(int, size.split("x"))
+            sets[name] = [encode(synthetic_photo(h, w), quality=int(q or 90), subsampling="4:2:0")]
+        elif name.startswith("bsds500"):
+            files = sorted((SHARED_DATA / "BSDS500").rglob("*.jpg"))
+            if not files:
+                print(f"skipping {name}: {SHARED_DATA / 'BSDS500'} not found")
+                continue
+            _, _, q = name.partition("-q")
+            sets[name] = [f.read_bytes() if not q else
+                          encode(np.asarray(Image.open(f).convert("RGB")), quality=int(q), subsampling="4:2:0")
+                          for f in files]
+        elif name.startswith("live1"):
+            files = sorted((SHARED_DATA / "LIVE1_color").glob("*.png"))
+            if not files:
+                print(f"skipping {name}: {SHARED_DATA / 'LIVE1_color'} not found")
+                continue
+            _, _, q = name.partition("-q")
+            sets[name] = [encode(np.asarray(Image.open(f).convert("RGB")), quality=int(q or 10), subsampling="4:2:0")
+                          for f in files]
+        else:
+            raise ValueError(f"unknown file set {name!r}")
+    return sets
+
+
+def megapixels(files: list[bytes]) -> float:
+    total = 0
+    for data in files:
+        w, h = Image.open(io.BytesIO(data)).size
+        total += w * h
+    return total / 1e6
+
+
+def best_time(fn, files: list[bytes], repeat: int = 3, min_time: float = 0.5) -> float:
+    """Best wall time (s) of one pass of ``fn`` over ``files``, over ``repeat`` rounds, each
+    round repeating the pass until ``min_time`` has elapsed (the pass count divides it)."""
+    fn(files[0])  # warm-up: imports, lazy initialisation
+    best = float("inf")
+    for _ in range(repeat):
+        passes, t0 = 0, time.perf_counter()
+        while True:
+            for data in files:
+                fn(data)
+            passes += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= min_time:
+                break
+        best = min(best, elapsed / passes)
+    return best
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    import PIL
+
+    return (f"{cpu}, {os.cpu_count()} cores; {gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
+            f"Pillow {PIL.__version__}")
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(header: str, table: str, output: Path | None = None) -> None:
+    """Print a benchmark's header and table; also write them to ``output`` (markdown) if given."""
+    print(header)
+    print(table)
+    if output:
+        output.write_text(header + "\n\n" + table + "\n")

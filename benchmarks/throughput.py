@@ -1,0 +1,298 @@
+"""Decode-and-restore throughput against Pillow, as ratios measured in one run (also `kdecode bench`).
+
+    python benchmarks/throughput.py [--sets bsds500-q10 ... photo3840x2160-q90] [--device cpu cuda]
+                                    [--limit N] [--model-files N] [--out benchmarks/results]
+
+For every file set: images/s, MP/s and peak memory (CPU: resident-set growth; GPU: peak CUDA
+allocation) of Pillow's decode (the anchor), simplejpeg (if installed), kdecode's
+read_coefficients, decode(model=None) one by one and decode_batch(model=None), every shipped
+model one by one (batch 1) and through decode_batch (batch 64), the two-step pipeline (Pillow
+decode, then the same pixel-domain model) for pixel models, and torchvision's batched GPU
+decode_jpeg when present. Every figure is also a ratio to Pillow's MP/s in the same run. With a
+GPU it also measures whether decode_batch overlaps reading and GPU work: wall time against
+max(CPU read time, GPU time) of the same files.
+
+Writes throughput_<devices>.md (machine, table) and .png (plot) to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # measure the checkout this script is in
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import kdecode  # noqa: E402
+from common import best_time, file_sets, machine, markdown_table, megapixels  # noqa: E402
+
+DEFAULT_SETS = ["bsds500-q10", "bsds500-q50", "bsds500-q90", "live1-q10", "photo3840x2160-q90"]
+
+
+def pillow_decode(data: bytes):
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im
+
+
+class PeakMemory:
+    """Peak memory while a block runs, in MB: CUDA's peak allocation, or on CPU the growth of
+    the resident set (sampled every 2 ms from /proc; 0 where /proc is missing)."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        self.peak = 0.0
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return 0
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+            return self
+        self._base, self._max, self._stop = self._rss(), 0, threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.002):
+                self._max = max(self._max, self._rss())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = (torch.cuda.max_memory_allocated() - self._base) / 1e6
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(0, max(self._max, self._rss()) - self._base) / 1e6
+        return False
+
+
+def set_quality(name: str) -> int | None:
+    m = re.search(r"-q(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+def candidates(devices: list[str], set_name: str, model_files: int, cpu_models: bool = True) -> list[tuple]:
+    """(label, device, per_file, fn, file limit): per_file fns take one JPEG's bytes, the
+    others the whole list."""
+    rows = [("Pillow decode", "cpu", True, pillow_decode, None)]
+    try:
+        import simplejpeg
+
+        rows.append(("simplejpeg decode", "cpu", True, lambda d: simplejpeg.decode_jpeg(d), None))
+    except ImportError:
+        pass
+    rows.append(("kdecode read_coefficients", "cpu", True, lambda d: kdecode.read_coefficients(d), None))
+    models = [m for m in kdecode.list_models() if m != "exact"]
+    quality = set_quality(set_name)
+    for device in devices:
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        out = "numpy" if device == "cpu" else "torch"
+
+        def one(model, device=device, out=out, sync=sync):
+            def fn(d):
+                kdecode.decode(d, model=model, device=device, output=out)
+                sync()
+            return fn
+
+        def batch(model, size, device=device, out=out, sync=sync):
+            def fn(files):
+                kdecode.decode_batch(files, model=model, device=device, output=out, batch_size=size)
+                sync()
+            return fn
+
+        rows.append((f"kdecode decode(model=None) [{device}]", device, True, one(None), None))
+        rows.append((f"kdecode decode_batch(model=None, 64) [{device}]", device, False, batch(None, 64), None))
+        limit = model_files if device == "cpu" else None
+        for name in (models if device != "cpu" or cpu_models else []):
+            rows.append((f"{name} batch 1 [{device}]", device, True, one(name), limit))
+            rows.append((f"{name} batch 64 [{device}]", device, False, batch(name, 64), limit))
+            two_step = two_step_fn(name, quality, device)
+            if two_step:
+                rows.append((f"Pillow + {name} (two-step) [{device}]", device, True, two_step, limit))
+        if device == "cuda":
+            tv = torchvision_batch()
+            if tv:
+                rows.append(("torchvision decode_jpeg batched [cuda]", "cuda", False, tv, None))
+    return rows
+
+
+def two_step_fn(name: str, quality: int | None, device: str):
+    """Pillow decode, then the pixel-domain model on its luma plane (what people do without
+    kdecode); None for models that are not pixel-domain restorers."""
+    model = kdecode.load_model(name, quality=quality, device=device)
+    if not hasattr(model, "restore"):
+        return None
+
+    def fn(d):
+        ycbcr = pillow_decode(d).convert("YCbCr")
+        y = torch.frombuffer(bytearray(ycbcr.getchannel(0).tobytes()), dtype=torch.uint8)
+        plane = y.reshape(1, 1, ycbcr.height, ycbcr.width).to(device).float() / 255.0
+        with torch.inference_mode():
+            out = (model.restore(plane) * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    return fn
+
+
+def torchvision_batch():
+    try:
+        from torchvision.io import decode_jpeg
+    except ImportError:
+        return None
+
+    def fn(files):
+        datas = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in files]
+        for s in range(0, len(datas), 64):
+            decode_jpeg(datas[s:s + 64], device="cuda")
+        torch.cuda.synchronize()
+
+    return fn
+
+
+def measure_overlap(files: list[bytes], workers: int) -> dict:
+    """Wall time of decode_batch(model=None, device="cuda") against its two parts measured
+    alone on the same files: the CPU read (read_coefficients in ``workers`` threads) and the GPU
+    decode of coefficients already read."""
+    def read_all():
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(kdecode.read_coefficients, files))
+
+    decoder = kdecode.load_model("exact", device="cuda")
+    coeffs = read_all()
+
+    def gpu_all():
+        with torch.inference_mode():
+            for c in coeffs:
+                decoder.decode(c, "cuda")
+        torch.cuda.synchronize()
+
+    def wall():
+        kdecode.decode_batch(files, model=None, device="cuda", output="torch", batch_size=64, workers=workers)
+        torch.cuda.synchronize()
+
+    t = {name: best_time(lambda _, f=f: f(), [None], repeat=3, min_time=0.2)
+         for name, f in (("read", read_all), ("gpu", gpu_all), ("wall", wall))}
+    t["ratio"] = t["wall"] / max(t["read"], t["gpu"])
+    return t
+
+
+def plot(rows: list[list], path: Path, title: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install 'kdecode[plot]')")
+        return False
+    sets = list(dict.fromkeys(r[0] for r in rows))
+    labels = list(dict.fromkeys(r[2] for r in rows))
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(labels) * len(sets) + 1.5))
+    height = 0.8 / len(sets)
+    for k, s in enumerate(sets):
+        ratio = {r[2]: float(r[6].rstrip("x")) for r in rows if r[0] == s}
+        ys = [i + k * height for i, lab in enumerate(labels) if lab in ratio]
+        ax.barh(ys, [ratio[lab] for lab in labels if lab in ratio], height=height, label=s)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(labels))], labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("throughput (MP/s) relative to Pillow's decode in the same run")
+    ax.set_title("\n".join(textwrap.wrap(title, 130)), fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="throughput.py / kdecode bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sets", nargs="+", default=DEFAULT_SETS)
+    p.add_argument("--device", nargs="+", default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"],
+                   choices=["cpu", "cuda"])
+    p.add_argument("--limit", type=int, default=None, help="use the first N files of each set")
+    p.add_argument("--model-files", type=int, default=4, help="files per set for models on CPU (slow)")
+    p.add_argument("--model-max-mp", type=float, default=0.5,
+                   help="models run on CPU only for sets of images up to this size (MP)")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--min-time", type=float, default=0.5, help="seconds each timing round lasts at least")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--name", default=None, help="output name (default throughput_<devices>)")
+    args = p.parse_args(argv)
+    if "cuda" in args.device and not torch.cuda.is_available():
+        print("no CUDA device: measuring on CPU only")
+        args.device = [d for d in args.device if d != "cuda"] or ["cpu"]
+    workers = os.cpu_count() or 1
+
+    header = (f"Machine: {machine()}; reader: {kdecode.backend_info()['reader']}; "
+              f"torch threads: {torch.get_num_threads()}; decode_batch workers: {workers}")
+    print(header, flush=True)
+    rows, overlap_lines = [], []
+    from tqdm import tqdm
+
+    for set_name, files in file_sets(args.sets).items():
+        files = files[: args.limit] if args.limit else files
+        cpu_models = megapixels(files[:1]) <= args.model_max_mp
+        if not cpu_models and len(kdecode.list_models()) > 1:
+            print(f"{set_name}: models not run on CPU (images over --model-max-mp {args.model_max_mp} MP)")
+        cands = candidates(args.device, set_name, args.model_files, cpu_models)
+        anchor_mp_s = None
+        for label, device, per_file, fn, limit in tqdm(cands, desc=set_name, unit="decoder", leave=False):
+            subset = files[:limit] if limit else files
+            mp = megapixels(subset)
+            # Models on CPU are slow: one timed pass after the warm-up.
+            repeat, min_time = (1, 0.0) if limit else (args.repeat, args.min_time)
+            with PeakMemory(device == "cuda") as mem:
+                t = best_time(fn, subset if per_file else [subset], repeat, min_time)
+            mp_s = mp / t
+            anchor_mp_s = anchor_mp_s or mp_s  # Pillow comes first
+            rows.append([set_name, len(subset), label, f"{len(subset) / t:.1f}", f"{mp_s:.1f}",
+                         f"{mem.peak:.0f}", f"{mp_s / anchor_mp_s:.2f}x"])
+            tqdm.write(" | ".join(str(c) for c in rows[-1]))
+        if "cuda" in args.device:
+            o = measure_overlap(files, workers)
+            overlap_lines.append(
+                f"- {set_name} ({len(files)} files): decode_batch(model=None, device='cuda') wall "
+                f"{o['wall'] * 1e3:.1f} ms; CPU read alone {o['read'] * 1e3:.1f} ms ({workers} threads); GPU decode "
+                f"alone {o['gpu'] * 1e3:.1f} ms; wall / max(read, GPU) = {o['ratio']:.2f}")
+            print(overlap_lines[-1], flush=True)
+    table = markdown_table(["files", "n", "decoder", "images/s", "MP/s", "peak MB", "vs Pillow"], rows)
+    text = header + "\n\n" + table + "\n"
+    if overlap_lines:
+        text += "\nCPU/GPU overlap of decode_batch:\n\n" + "\n".join(overlap_lines) + "\n"
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = args.name or "throughput_" + "_".join(args.device)
+    (args.out / f"{name}.md").write_text(text)
+    if plot(rows, args.out / f"{name}.png", header):
+        print(f"wrote {args.out / name}.md and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Decoding many JPEGs: ``decode_batch`` (a list) and ``decode_iter`` (a stream), results in
+input order.
+
+The work runs in two stages that overlap:
+
+- reading (entropy decoding to coefficients, CPU) in a pool of ``workers`` threads; the native
+  reader releases the GIL, so reads run in parallel (the jpeglib reader is serialized by its
+  lock, but still overlaps the second stage);
+- decoding (the model, or the exact pixel stage) of groups of ``batch_size`` images: on CPU,
+  each image is decoded in the same thread pool (the C pixel stage and torch release the GIL,
+  so every core works); on a GPU, the calling thread hands each group to the model on a CUDA
+  stream of its own, its blocks copied from pinned memory without blocking, while the pool
+  already reads the next group.
+
+Within a group, images are put into sub-groups of similar size (:func:`group_by_size`) so that a
+model that pads a sub-group to one batch tensor (``Decoder.decode_many``) wastes at most
+``max_padding`` of its work on padding.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
+from typing import Iterable, Iterator
+
+import torch
+
+from .decode import _OUTPUTS, _convert, check_model, decoder_for
+from .errors import KdecodeError
+from .jpeg.reader import Source, read_coefficients
+
+#: Default fraction of a padded batch's pixels that may be padding (see group_by_size).
+MAX_PADDING = 0.25
+
+
+def group_by_size(sizes: list[tuple[int, int]], max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Split images of ``sizes`` ((height, width) each) into groups whose padded batch (every
+    image padded to the group's largest height and width) is at most ``max_padding`` padding:
+    ``n * H_max * W_max <= (1 + max_padding) * sum(h * w)``, i.e. padding is at most
+    ``max_padding / (1 + max_padding)`` of the batch's pixels. Returns lists of indices into
+    ``sizes``; sizes that are equal always share a group.
+
+    Greedy over the images sorted by (height, width): a sorted order keeps similar shapes
+    adjacent, so few groups are needed for a typical folder (e.g. landscape and portrait)."""
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i][0], sizes[i][1]))
+    groups: list[list[int]] = []
+    current: list[int] = []
+    hmax = wmax = area = 0
+    for i in order:
+        h, w = sizes[i]
+        nh, nw, na = max(hmax, h), max(wmax, w), area + h * w
+        if current and (len(current) + 1) * nh * nw > (1 + max_padding) * na:
+            groups.append(current)
+            current, nh, nw, na = [], h, w, h * w
+        current.append(i)
+        hmax, wmax, area = nh, nw, na
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _read(index: int, src: Source, read_options: dict):
+    try:
+        return read_coefficients(src, **read_options)
+    except KdecodeError as exc:
+        if exc.source.startswith("<"):  # bytes or an unnamed file object: say which item
+            return type(exc)(f"{exc.source} (item {index} of the batch)", exc.reason)
+        return exc
+    except OSError as exc:
+        return exc
+
+
+def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None, output: str = "pil",
+                batch_size: int = 16, workers: int | None = None, return_exceptions: bool = False,
+                max_padding: float = MAX_PADDING, **read_options) -> Iterator:
+    """Decode ``srcs`` (paths, bytes or binary file objects; any iterable, consumed lazily) and
+    yield one result per source in input order: what ``decode(src, model, device, output)``
+    returns, pixel for pixel.
+
+    ``batch_size`` images are read ahead and decoded as a group (on a GPU, while the next group
+    is read); ``workers`` threads read (default: one per CPU). A file that cannot be read or
+    decoded raises its :class:`KdecodeError` (or ``OSError``) when its turn comes, after the
+    results before it were yielded; with ``return_exceptions=True`` the exception object is
+    yielded in its place and the stream goes on. ``read_options`` go to
+    :func:`read_coefficients`.
+    """
+    if output not in _OUTPUTS:
+        raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_model(model, device)
+    device = torch.device(device) if device is not None else None
+    cuda = device is not None and device.type == "cuda"
+    workers = max(1, workers or os.cpu_count() or 1)
+    sources = enumerate(srcs)
+    with ThreadPoolExecutor(workers) as pool:
+        stream = torch.cuda.Stream(device) if cuda else None
+
+        def submit_reads() -> list[Future]:
+            return [pool.submit(_read, i, src, read_options) for i, src in islice(sources, batch_size)]
+
+        pending = submit_reads()
+        while pending:
+            upcoming = submit_reads()  # the pool reads the next group while this one decodes
+            items = [f.result() for f in pending]
+            results = _decode_group(items, model, device, output, max_padding, pool, stream)
+            for result in results:
+                if isinstance(result, Exception) and not return_exceptions:
+                    for f in upcoming:
+                        f.cancel()
+                    raise result
+                yield result
+            pending = upcoming
+
+
+def decode_batch(srcs: Iterable[Source], model: str | None = "auto", device=None, output: str = "pil",
+                 batch_size: int = 16, workers: int | None = None, return_exceptions: bool = False,
+                 max_padding: float = MAX_PADDING, **read_options) -> list:
+    """:func:`decode_iter` collected into a list (same arguments, same order, same errors)."""
+    return list(decode_iter(srcs, model, device, output, batch_size, workers, return_exceptions,
+                            max_padding, **read_options))
+
+
+def _decode_group(items: list, model, device, output: str, max_padding: float, pool: ThreadPoolExecutor,
+                  stream) -> list:
+    """Results (images or exceptions) for one group of read results, in order."""
+    results: list = list(items)  # exceptions stay where they are
+    ok = [i for i, c in enumerate(items) if not isinstance(c, Exception)]
+    if stream is None:  # CPU: one task per image, every core busy
+        futures = {i: pool.submit(_decode_one, items[i], model, device, output) for i in ok}
+        for i, f in futures.items():
+            results[i] = f.result()
+        return results
+    # GPU: sub-groups of one decoder and similar size go to the model together, on our stream.
+    with torch.inference_mode(), torch.cuda.stream(stream):
+        by_decoder: dict = {}
+        for i in ok:
+            try:
+                by_decoder.setdefault(decoder_for(items[i], model, device), []).append(i)
+            except KdecodeError as exc:
+                results[i] = exc
+        for decoder, indices in by_decoder.items():
+            sizes = [(items[i].height, items[i].width) for i in indices]
+            for sub in group_by_size(sizes, max_padding):
+                group = [indices[k] for k in sub]
+                try:
+                    images = decoder.decode_many([items[i] for i in group], device)
+                except KdecodeError as exc:
+                    images = [exc] * len(group)
+                for i, image in zip(group, images):
+                    results[i] = image
+    stream.synchronize()
+    return [r if isinstance(r, Exception) else _convert(r, output, device) for r in results]
+
+
+def _decode_one(coeffs, model, device, output: str):
+    try:
+        decoder = decoder_for(coeffs, model, device)
+        with torch.inference_mode():
+            return _convert(decoder.decode(coeffs, device), output, device)
+    except KdecodeError as exc:
+        return exc
+
+
+__all__ = ["decode_batch", "decode_iter", "group_by_size", "MAX_PADDING"]

@@ -1,0 +1,135 @@
+"""torch data pipelines that read JPEGs: a :class:`JpegFolder` dataset of coefficients and
+:func:`collate_coefficients`, which batches them for a ``DataLoader``.
+
+    loader = DataLoader(JpegFolder("photos/"), batch_size=32, num_workers=2,
+                        collate_fn=collate_coefficients, pin_memory=True)
+    for batch in loader:                       # CoefficientBatch
+        batch = batch.to("cuda", non_blocking=True)
+        batch.blocks[0]                        # int16 [N, bh, bw, 8, 8]: luma blocks, zero-padded
+        images = decode_coefficient_batch(batch, model="exact", device="cuda")  # restored images
+
+Entropy decoding runs in the loader's worker processes; the coefficients travel as int16 (a
+quarter of the float pixels' size) and the GPU does the rest.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from .jpeg.coefficients import JpegCoefficients
+from .jpeg.reader import read_coefficients
+
+JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif"}
+
+
+def jpeg_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """JPEG files named by ``inputs``: files as given, folders searched recursively (sorted)."""
+    files = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in JPEG_SUFFIXES)
+        else:
+            files.append(p)
+    return files
+
+
+class JpegFolder(Dataset):
+    """JPEG files of folders (recursively) or a list of files; item ``i`` is the
+    :class:`JpegCoefficients` of file ``i`` (``transform`` applied when given).
+    ``read_options`` go to :func:`read_coefficients`; a bad file raises its KdecodeError."""
+
+    def __init__(self, inputs, transform=None, **read_options):
+        self.files = jpeg_files([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
+        self.transform = transform
+        self.read_options = read_options
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        coeffs = read_coefficients(self.files[index], **self.read_options)
+        return self.transform(coeffs) if self.transform else coeffs
+
+
+@dataclass
+class CoefficientBatch:
+    """A batch of JPEGs with the same colour space and sampling.
+
+    ``blocks[c]``: int16 ``[N, bh_max, bw_max, 8, 8]`` for component ``c``, each image's grid at
+    the top left, zero blocks after it (a zero block is flat mid-grey after the IDCT);
+    ``qtables``: int32 ``[N, C, 8, 8]``; ``sizes``: int64 ``[N, 2]`` (height, width) of each
+    image; ``coefficients``: the images themselves (for :meth:`Decoder.decode`).
+    """
+
+    blocks: list[torch.Tensor]
+    qtables: torch.Tensor
+    sizes: torch.Tensor
+    coefficients: list[JpegCoefficients] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.coefficients)
+
+    def pin_memory(self) -> "CoefficientBatch":  # called by DataLoader(pin_memory=True)
+        return CoefficientBatch([b.pin_memory() for b in self.blocks], self.qtables.pin_memory(),
+                                self.sizes.pin_memory(), self.coefficients)
+
+    def to(self, device, non_blocking: bool = False) -> "CoefficientBatch":
+        return CoefficientBatch([b.to(device, non_blocking=non_blocking) for b in self.blocks],
+                                self.qtables.to(device, non_blocking=non_blocking),
+                                self.sizes.to(device, non_blocking=non_blocking), self.coefficients)
+
+
+def collate_coefficients(items: list[JpegCoefficients]) -> CoefficientBatch:
+    """``collate_fn`` for a DataLoader over :class:`JpegFolder`: pads every component's block
+    grid to the batch's largest (zero blocks) and stacks. All images must share colour space
+    and sampling (group them with a batch sampler otherwise): a ValueError names the first
+    image that differs."""
+    if not items:
+        raise ValueError("empty batch")
+    first = items[0]
+    layout = (first.color_space, [(c.h_samp, c.v_samp) for c in first.components])
+    for c in items[1:]:
+        if (c.color_space, [(k.h_samp, k.v_samp) for k in c.components]) != layout:
+            raise ValueError(f"{c.source}: {c.color_space} {c.sampling} cannot share a batch with "
+                             f"{first.source} ({first.color_space} {first.sampling})")
+    blocks = []
+    for k in range(len(first.components)):
+        grids = [c.components[k].blocks for c in items]
+        bh = max(g.shape[0] for g in grids)
+        bw = max(g.shape[1] for g in grids)
+        out = torch.zeros((len(items), bh, bw, 8, 8), dtype=torch.int16)
+        for n, g in enumerate(grids):
+            out[n, :g.shape[0], :g.shape[1]] = torch.from_numpy(g)
+        blocks.append(out)
+    qtables = torch.stack([torch.from_numpy(c.qtables.astype("int32")) for c in items])
+    sizes = torch.tensor([[c.height, c.width] for c in items], dtype=torch.int64)
+    return CoefficientBatch(blocks, qtables, sizes, list(items))
+
+
+def decode_coefficient_batch(batch: CoefficientBatch, model: str | None = "auto", device=None) -> list[torch.Tensor]:
+    """Decode (restore) every image of a batch with ``model`` on ``device``: uint8
+    ``[C, H, W]`` tensors on ``device``, in batch order (what ``decode(..., output="torch")``
+    returns for each file)."""
+    from .decode import check_model, decoder_for
+
+    check_model(model, device)
+    by_decoder: dict = {}
+    for i, coeffs in enumerate(batch.coefficients):
+        by_decoder.setdefault(decoder_for(coeffs, model, device), []).append(i)
+    out: list = [None] * len(batch)
+    with torch.inference_mode():
+        for decoder, indices in by_decoder.items():
+            images = decoder.decode_many([batch.coefficients[i] for i in indices], device)
+            for i, image in zip(indices, images):
+                out[i] = image
+    return out
+
+
+__all__ = ["JpegFolder", "CoefficientBatch", "collate_coefficients", "decode_coefficient_batch", "jpeg_files",
+           "JPEG_SUFFIXES"]

@@ -1,0 +1,76 @@
+"""The C fast path of the exact decode on CPU (``kdecode._exactcpu``, built from
+``csrc/exact_cpu.c`` when a compiler is there): islow IDCT, fancy upsampling and colour with the
+same integer arithmetic as the torch reference ops of this package, which
+tests/test_exact_cpu.py holds it to, sample for sample.
+
+Used by :func:`kdecode.pipeline.decode_exact` for CPU work unless ``KDECODE_FORCE_TORCH=1``;
+the torch ops remain the reference and run everywhere else (GPUs, models, autograd).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from .upsample import fancy_mode
+
+try:
+    from .. import _exactcpu
+    _PROBLEM = None
+except ImportError as exc:  # not built: no compiler when the package was installed
+    _exactcpu = None
+    _PROBLEM = f"kdecode._exactcpu is not built ({exc})"
+
+FORCE_TORCH_ENV = "KDECODE_FORCE_TORCH"
+
+
+def why_not(device=None) -> str | None:
+    """Why the C path will not run for ``device`` (None when it will)."""
+    if _PROBLEM:
+        return _PROBLEM
+    if os.environ.get(FORCE_TORCH_ENV, "") not in ("", "0"):
+        return f"{FORCE_TORCH_ENV} is set"
+    if device is not None and torch.device(device).type != "cpu":
+        return f"device is {device}"
+    return None
+
+
+def usable(device=None) -> bool:
+    return why_not(device) is None
+
+
+def idct_plane(blocks: np.ndarray, qtable: np.ndarray) -> np.ndarray:
+    """int16 blocks ``[bh, bw, 8, 8]`` and their ``[8, 8]`` table -> uint8 plane
+    ``[bh*8, bw*8]`` (what ``blocks_to_plane(idct_islow(blocks, qtable))`` returns)."""
+    blocks = np.ascontiguousarray(blocks, dtype=np.int16)
+    bh, bw = blocks.shape[:2]
+    if blocks.shape[2:] != (8, 8):
+        raise ValueError(f"blocks must be [bh, bw, 8, 8], got {blocks.shape}")
+    plane = np.empty((bh * 8, bw * 8), np.uint8)
+    _exactcpu.idct_islow(blocks, np.ascontiguousarray(qtable, dtype=np.int32).reshape(64), plane, bh, bw)
+    return plane
+
+
+def upsample_to_image(planes: list[np.ndarray], sizes: list[tuple[int, int]], factors: list[tuple[int, int]],
+                      height: int, width: int, convert: bool) -> np.ndarray:
+    """Component planes (uint8, at least their real ``sizes`` (h, w), extra rows/columns
+    ignored) upsampled by ``factors`` (h_factor, v_factor), cropped to ``height x width`` and
+    converted YCbCr -> RGB when ``convert``: uint8 ``[height, width, C]``."""
+    comps = []
+    for plane, (ch, cw), (hf, vf) in zip(planes, sizes, factors):
+        plane = np.ascontiguousarray(plane, dtype=np.uint8)
+        comps.append((plane, plane.shape[1], ch, cw, hf, vf, fancy_mode(hf, vf, cw)))
+    out = np.empty((height, width, len(planes)), np.uint8)
+    _exactcpu.upsample_color(out, height, width, convert, comps)
+    return out
+
+
+def decode_exact(coeffs) -> torch.Tensor:
+    """Bit-exact decode on CPU: uint8 ``[C, H, W]``, a view of channels-last memory (so the
+    numpy/PIL conversion of ``decode`` needs no copy)."""
+    planes = [idct_plane(c.blocks, c.qtable) for c in coeffs.components]
+    sizes = [coeffs.component_size(i) for i in range(len(planes))]
+    factors = [(coeffs.max_h_samp // c.h_samp, coeffs.max_v_samp // c.v_samp) for c in coeffs.components]
+    image = upsample_to_image(planes, sizes, factors, coeffs.height, coeffs.width, coeffs.color_space == "ycbcr")
+    return torch.from_numpy(image).permute(2, 0, 1)

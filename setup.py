@@ -1,0 +1,28 @@
+"""Build the optional C extensions. ``optional=True``: where a compiler, the libjpeg headers or
+the library are missing the build only warns, the package still installs, and kdecode falls back
+(see ``kdecode.backend_info()``).
+
+``kdecode._jpegnative``: the native coefficient reader on libjpeg-turbo (else jpeglib is used).
+``kdecode._exactcpu``: the exact pixel stage on CPU (islow IDCT, fancy upsampling, colour), the
+fast path of ``decode(model=None)`` on CPU; tests/test_exact_cpu.py checks it against the torch
+reference ops (used where it is not built).
+"""
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "kdecode._jpegnative",
+            sources=["csrc/jpegnative.c"],
+            libraries=["jpeg"],
+            optional=True,
+        ),
+        Extension(
+            "kdecode._exactcpu",
+            sources=["csrc/exact_cpu.c"],
+            # -fwrapv: int32 overflow wraps like torch's int32 ops (Python's own flags have it too).
+            extra_compile_args=["-O3", "-fwrapv"],
+            optional=True,
+        ),
+    ]
+)

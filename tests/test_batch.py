@@ -1,0 +1,157 @@
+"""decode_batch / decode_iter, and the torch Dataset + collate: same pixels as decode(), in
+input order, with bad files raised or reported in place."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import kdecode
+from conftest import encode, photo
+from kdecode.batch import group_by_size
+from kdecode.data import JpegFolder, collate_coefficients, decode_coefficient_batch
+
+
+def mixed_files() -> list[bytes]:
+    """Different sizes, gray and colour, every common sampling, baseline and progressive."""
+    files = []
+    for k, (h, w) in enumerate([(16, 16), (33, 47), (9, 7), (64, 48), (16, 16), (120, 90), (1, 1), (35, 21)]):
+        sampling = ["4:2:0", "4:4:4", "4:2:2", "gray"][k % 4]
+        opts = dict(quality=20 + 9 * k, progressive=k % 3 == 0)
+        if sampling != "gray":
+            opts["subsampling"] = sampling
+        files.append(encode(photo(h, w, k, gray=sampling == "gray"), **opts))
+    return files
+
+
+@pytest.mark.parametrize("output", ["numpy", "torch", "pil"])
+def test_batch_equals_decode_one_by_one(output):
+    files = mixed_files()
+    out = kdecode.decode_batch(files, model=None, output=output, batch_size=3, workers=2)
+    assert len(out) == len(files)
+    for data, got in zip(files, out):
+        want = kdecode.decode(data, model=None, output=output)
+        if output == "pil":
+            assert got.mode == want.mode and got.size == want.size
+            got, want = np.asarray(got), np.asarray(want)
+        elif output == "torch":
+            assert got.shape == want.shape
+        assert np.array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_iter_is_lazy_and_ordered():
+    files = mixed_files()
+    consumed = []
+
+    def sources():
+        for i, data in enumerate(files):
+            consumed.append(i)
+            yield io.BytesIO(data)
+
+    stream = kdecode.decode_iter(sources(), model=None, output="numpy", batch_size=2, workers=2)
+    first = next(stream)
+    assert len(consumed) <= 4  # this group and the one read ahead, not the whole input
+    assert np.array_equal(first, kdecode.decode(files[0], model=None, output="numpy"))
+    rest = list(stream)
+    assert [r.shape for r in rest] == [kdecode.decode(f, model=None, output="numpy").shape for f in files[1:]]
+
+
+def test_bad_file_raises_in_order_or_is_reported(tmp_path):
+    files = mixed_files()[:4]
+    bad = files[1][:-20]  # truncated inside the entropy-coded data
+    srcs = [files[0], bad, b"not a jpeg", tmp_path / "missing.jpg", files[3]]
+    got = []
+    with pytest.raises(kdecode.CorruptJpegError, match="item 1"):
+        for image in kdecode.decode_iter(srcs, model=None, output="numpy", batch_size=2):
+            got.append(image)
+    assert len(got) == 1  # the result before the bad file came out first
+    with pytest.raises(kdecode.CorruptJpegError):
+        kdecode.decode_batch(srcs, model=None)
+    out = kdecode.decode_batch(srcs, model=None, output="numpy", batch_size=2, return_exceptions=True)
+    assert isinstance(out[1], kdecode.CorruptJpegError) and "item 1" in str(out[1])
+    assert isinstance(out[2], kdecode.NotAJpegError) and "item 2" in str(out[2])
+    assert isinstance(out[3], FileNotFoundError)
+    assert np.array_equal(out[0], kdecode.decode(files[0], model=None, output="numpy"))
+    assert np.array_equal(out[4], kdecode.decode(files[3], model=None, output="numpy"))
+    # read options reach the reader: a truncated file is accepted like Pillow's LOAD_TRUNCATED_IMAGES
+    ok = kdecode.decode_batch([bad], model=None, output="numpy", allow_truncated=True)
+    assert ok[0].shape == kdecode.decode(files[1], model=None, output="numpy").shape
+
+
+def test_bad_arguments():
+    with pytest.raises(kdecode.KdecodeError, match="exact"):
+        kdecode.decode_batch([b""], model="no-such-model")
+    with pytest.raises(ValueError):
+        kdecode.decode_batch([b""], output="png")
+    assert kdecode.decode_batch([], model=None) == []
+
+
+def test_group_by_size_bounds_padding():
+    rng = np.random.default_rng(0)
+    sizes = [tuple(int(x) for x in rng.integers(1, 600, 2)) for _ in range(300)]
+    sizes += [(321, 481)] * 20 + [(481, 321)] * 20
+    for max_padding in (0.0, 0.1, 0.25, 1.0):
+        groups = group_by_size(sizes, max_padding)
+        assert sorted(i for g in groups for i in g) == list(range(len(sizes)))
+        for g in groups:
+            hmax = max(sizes[i][0] for i in g)
+            wmax = max(sizes[i][1] for i in g)
+            real = sum(sizes[i][0] * sizes[i][1] for i in g)
+            assert len(g) * hmax * wmax <= (1 + max_padding) * real + 1e-9
+    groups = group_by_size(sizes, 0.0)
+    same = [g for g in groups if sizes[g[0]] == (321, 481)]
+    assert len(same) == 1 and len(same[0]) == 20  # equal sizes share one group
+
+
+def test_dataset_and_collate(tmp_path):
+    files = [encode(photo(h, w, i), quality=50, subsampling="4:2:0") for i, (h, w) in
+             enumerate([(16, 24), (40, 33), (17, 9), (40, 33), (64, 8)])]
+    (tmp_path / "sub").mkdir()
+    for i, data in enumerate(files):
+        (tmp_path / ("sub" if i % 2 else ".") / f"{i}.jpg").write_bytes(data)
+    (tmp_path / "notes.txt").write_text("not an image")
+    dataset = JpegFolder(tmp_path)
+    assert len(dataset) == len(files)
+    loader = DataLoader(dataset, batch_size=2, collate_fn=collate_coefficients)
+    seen = 0
+    for batch in loader:
+        n = len(batch)
+        assert batch.qtables.shape == (n, 3, 8, 8) and batch.qtables.dtype == torch.int32
+        for k, blocks in enumerate(batch.blocks):
+            assert blocks.dtype == torch.int16 and blocks.shape[0] == n
+            for i, coeffs in enumerate(batch.coefficients):
+                grid = coeffs.components[k].blocks
+                assert torch.equal(blocks[i, :grid.shape[0], :grid.shape[1]], torch.from_numpy(grid))
+                assert not blocks[i, grid.shape[0]:].any() and not blocks[i, :, grid.shape[1]:].any()
+        for i, coeffs in enumerate(batch.coefficients):
+            assert batch.sizes[i].tolist() == [coeffs.height, coeffs.width]
+            path = dataset.files[seen + i]
+            assert torch.equal(batch.blocks[0][i, :coeffs.components[0].blocks_h, :coeffs.components[0].blocks_w],
+                               torch.from_numpy(kdecode.read_coefficients(path).components[0].blocks))
+        images = decode_coefficient_batch(batch, model=None)
+        for coeffs, image, path in zip(batch.coefficients, images, dataset.files[seen:seen + n]):
+            assert torch.equal(image, kdecode.decode(path, model=None, output="torch"))
+        seen += n
+    assert seen == len(files)
+
+
+def test_collate_refuses_mixed_sampling():
+    a = kdecode.read_coefficients(encode(photo(16, 16), quality=50, subsampling="4:2:0"))
+    b = kdecode.read_coefficients(encode(photo(16, 16, gray=True), quality=50))
+    with pytest.raises(ValueError, match="cannot share a batch"):
+        collate_coefficients([a, b])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_batch_equals_cpu_decode():
+    files = mixed_files()
+    out = kdecode.decode_batch(files, model=None, device="cuda", output="torch", batch_size=3)
+    for data, got in zip(files, out):
+        assert got.is_cuda
+        assert torch.equal(got.cpu(), kdecode.decode(data, model=None, output="torch"))
+    batch = collate_coefficients([kdecode.read_coefficients(f) for f in files[:1]]).pin_memory().to("cuda")
+    assert batch.blocks[0].is_cuda

@@ -1,0 +1,108 @@
+"""Torch reference ops against independent references (scipy's DCT, libjpeg via Pillow)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kdecode.ops import (blocks_to_plane, clamp_to_interval, dct_blocks, dequantize, idct_blocks, idct_islow,
+                         pad_to_blocks, plane_to_blocks, quantize, rgb_to_ycbcr, upsample, ycbcr_to_rgb)
+
+scipy_fft = pytest.importorskip("scipy.fft")
+rng = np.random.default_rng(0)
+
+
+def test_dct_matches_scipy_orthonormal():
+    x = rng.normal(0, 50, (5, 3, 8, 8))
+    ours = dct_blocks(torch.from_numpy(x)).numpy()
+    ref = scipy_fft.dctn(x, type=2, norm="ortho", axes=(-2, -1))
+    np.testing.assert_allclose(ours, ref, atol=1e-9)
+    np.testing.assert_allclose(idct_blocks(torch.from_numpy(ref)).numpy(), x, atol=1e-9)
+
+
+def test_idct_islow_close_to_float_idct():
+    coef = torch.from_numpy(rng.integers(-30, 30, (200, 8, 8))).to(torch.int16)
+    coef[:, 0, 0] = torch.from_numpy(rng.integers(-60, 60, 200)).to(torch.int16)
+    q = torch.from_numpy(rng.integers(1, 20, (8, 8)))
+    exact = idct_islow(coef, q).to(torch.float64)
+    ref = (idct_blocks(dequantize(coef, q, torch.float64)) + 128).clamp(0, 255)
+    assert (exact - ref).abs().max() <= 1.0 + 1e-9
+
+
+def test_idct_islow_dc_only_and_saturation():
+    coef = torch.zeros(3, 8, 8, dtype=torch.int16)
+    coef[0, 0, 0] = 8   # DC 8*q(1) -> +1 level
+    coef[1, 0, 0] = 2000  # far above white
+    coef[2, 0, 0] = -2000
+    out = idct_islow(coef, torch.ones(8, 8, dtype=torch.int32))
+    assert out.dtype == torch.uint8
+    assert (out[0] == 129).all() and (out[1] == 255).all() and (out[2] == 0).all()
+
+
+def test_blocks_roundtrip_and_padding():
+    plane = torch.arange(16 * 24).reshape(16, 24)
+    blocks = plane_to_blocks(plane)
+    assert blocks.shape == (2, 3, 8, 8)
+    assert torch.equal(blocks[1, 2], plane[8:16, 16:24])
+    assert torch.equal(blocks_to_plane(blocks), plane)
+    padded = pad_to_blocks(torch.arange(10 * 13, dtype=torch.uint8).reshape(10, 13))
+    assert padded.shape == (16, 16) and padded.dtype == torch.uint8
+    assert torch.equal(padded[15, 15], padded[9, 12]) and torch.equal(padded[9, 13:], padded[9, 12].expand(3))
+    with pytest.raises(ValueError):
+        plane_to_blocks(torch.zeros(9, 8))
+
+
+def test_quantize_and_clamp_interval():
+    q = torch.full((8, 8), 10.0)
+    x = torch.tensor([[14.9, 15.1, -15.1, -4.9, 0.0, 25.0, -25.0, 33.0]] * 8)
+    c = quantize(x, q)
+    assert c[0].tolist() == [1, 2, -2, 0, 0, 3, -3, 3]  # round half away from zero
+    y = torch.tensor([[0.0, 100.0, -100.0, 4.0, 6.0, 30.0, -31.0, 36.0]] * 8, requires_grad=True)
+    out = clamp_to_interval(y, c, q)
+    lo, hi = (c.float() - 0.5) * q, (c.float() + 0.5) * q
+    assert ((out >= lo) & (out <= hi)).all()
+    assert out[0, 3] == 4.0  # inside: untouched
+    out.sum().backward()
+    assert y.grad[0, 3] == 1 and y.grad[0, 1] == 0  # straight through inside, zero outside
+
+
+def test_upsample_exact_matches_libjpeg_formulas():
+    x = torch.tensor([[10, 20, 40, 80]], dtype=torch.uint8)
+    h2v1 = upsample(x, 2, 1)
+    # libjpeg h2v1 fancy: edges copied, (3*cur + prev + 1) >> 2, (3*cur + next + 2) >> 2
+    assert h2v1.tolist() == [[10, 13, 17, 25, 35, 50, 70, 80]]
+    assert upsample(torch.tensor([[7, 9]], dtype=torch.uint8), 2, 1).tolist() == [[7, 7, 9, 9]]  # width <= 2: box
+    assert upsample(x, 4, 1).tolist() == [[10] * 4 + [20] * 4 + [40] * 4 + [80] * 4]
+
+
+def test_upsample_float_is_unrounded_integer_filter():
+    x = torch.from_numpy(rng.integers(0, 256, (2, 5, 7))).to(torch.uint8)
+    for h, v in ((2, 1), (1, 2), (2, 2)):
+        exact = upsample(x, h, v).float()
+        smooth = upsample(x.float(), h, v)
+        assert smooth.shape == exact.shape == (2, 5 * v, 7 * h)
+        assert (exact - smooth).abs().max() <= 1.0
+    # Constant planes stay constant.
+    assert torch.allclose(upsample(torch.full((3, 3), 77.0), 2, 2), torch.tensor(77.0))
+
+
+def test_color_roundtrip_and_exact_vs_float():
+    rgb = torch.from_numpy(rng.integers(0, 256, (3, 40, 40))).to(torch.uint8)
+    ycc = rgb_to_ycbcr(rgb)
+    back = ycbcr_to_rgb(ycc)
+    assert (back.int() - rgb.int()).abs().max() <= 2
+    exact = ycbcr_to_rgb(ycc).float()
+    smooth = ycbcr_to_rgb(ycc.double()).clamp(0, 255)
+    assert (exact - smooth).abs().max() <= 1.0
+    # Gray axis: Cb = Cr = 128 gives R = G = B = Y exactly.
+    y = torch.arange(256, dtype=torch.uint8)
+    g = ycbcr_to_rgb(torch.stack([y, torch.full_like(y, 128), torch.full_like(y, 128)]), dim=0)
+    assert torch.equal(g, y.expand(3, 256))
+
+
+def test_ops_are_batched_and_differentiable():
+    x = torch.randn(2, 4, 3, 5, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: idct_blocks(t), (x[:1, :1, :1, :1],))
+    assert idct_blocks(x).shape == x.shape
+    p = torch.rand(2, 1, 6, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: upsample(t, 2, 2), (p,))
