@@ -36,7 +36,7 @@ def _cmd_train(args) -> int:
         if getattr(args, key, None) is not None:
             recipe[key] = getattr(args, key)
     arch_kwargs = {"iterations": args.iterations} if args.model == "dcsc" else {}
-    if args.model == "hrcnn":
+    if args.model == "hrcnn" and not args.prepare_only:
         if len(args.quality) != 1:
             print("error: hrcnn is trained for one quality (one model per quality, as in the paper)", file=sys.stderr)
             return 2
