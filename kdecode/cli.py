@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # `bench` hands all its options to benchmarks/throughput.py (see main); listed here for --help.
     sub.add_parser("bench", help="throughput against Pillow (benchmarks/throughput.py; kdecode bench -h)")
+
+    from .train.cli import add_parsers  # `train` and `eval`: the model zoo's commands
+
+    add_parsers(sub)
     return parser
 
 
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:
         return _cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
+    args.argv = argv[1:]  # `eval --update-card` records the command line in the card
     return args.func(args)
 
 

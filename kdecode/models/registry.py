@@ -97,7 +97,7 @@ def load_weights(card: dict, device=None) -> Decoder:
     model = build(card["model"], **card.get("arch_kwargs", {}))
     model.net.load_state_dict(load_file(card["_weights"]))
     model.card = card
-    return model.eval().to(device)
+    return model.eval().to(device, memory_format=torch.channels_last)
 
 
 def card_for_weights(path: str | Path) -> dict:

@@ -123,3 +123,18 @@ def test_decode_restores_with_weights_nearest_the_file_quality():
     err = lambda a: np.mean((a.astype(float) - y) ** 2)  # noqa: E731
     assert err(restored) < 0.9 * err(plain)
     assert registry.select_card(name, 12)["qualities"] == [10]
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_fast_arcnn_subpixel_equals_the_deconvolution(grad):
+    torch.manual_seed(0)
+    net = build("fast_arcnn").net
+    torch.nn.init.normal_(net.deconv.weight, std=0.1)
+    torch.nn.init.normal_(net.deconv.bias)
+    x = torch.rand(2, 1, 34, 46)
+    with torch.set_grad_enabled(grad):
+        ref = net.deconv(net.layers(x))
+        assert torch.allclose(net(x), ref, atol=1e-5)
+        with torch.no_grad():
+            net.deconv.weight.mul_(2)  # the inference cache follows weight updates
+        assert torch.allclose(net(x), net.deconv(net.layers(x)), atol=1e-5)
