@@ -14,7 +14,7 @@ from kdecode.ops import blocks_to_planes
 from kdecode.pipeline import component_blocks, decode_exact
 from kdecode.train.cli import main as train_main
 
-from test_train import _tiny_data
+from test_zoo_train import _tiny_data
 from zoo_helpers import jpeg, smooth_image
 
 
@@ -124,7 +124,7 @@ def test_training_steps_lower_the_loss(mode):
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=5e-4)
     losses = []
-    for _ in range(8):
+    for _ in range(6):
         loss = torch.nn.functional.mse_loss(model(blocks, qtable), target)
         opt.zero_grad()
         loss.backward()
