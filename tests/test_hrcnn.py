@@ -53,6 +53,16 @@ def test_dequantized_input_uses_the_real_table():
     assert torch.equal(_model().kspace(blocks[None], qtable)[0, 0, :8, 8:16], blocks[0, 1].float())
 
 
+@pytest.mark.parametrize("mode", ["quantized", "dequantized"])
+def test_idct_start_is_the_jpeg_decode(mode):
+    """init="idct" starts at the float decode: within one grey level of libjpeg's decode."""
+    coeffs = read_coefficients(jpeg(smooth_image(40, 56), 20))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = HRCNN(input=mode, quality=20, init="idct").decode(coeffs)
+    assert (out.int() - decode_exact(coeffs).int()).abs().max() <= 1
+
+
 def test_masks_stay_fixed_under_an_optimizer_step():
     model = HRCNN().train()
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
@@ -142,7 +152,7 @@ def test_train_command_card_and_registry(tmp_path, capsys):
     assert train_main(args) == 0
     card = json.loads((run / "hrcnn_q20.json").read_text())
     assert card["model"] == "hrcnn" and card["qualities"] == [20] and card["parameters"] == 507_157
-    assert card["arch_kwargs"] == {"input": "dequantized", "quality": 20}
+    assert card["arch_kwargs"] == {"input": "dequantized", "quality": 20, "init": "idct"}
     assert not card["cpu_friendly"] and "dequantized" in card["training"]["jpeg"]
     # Loaded through the registry, from that folder: same weights, a working decoder.
     picked = registry.select_card("hrcnn", 25, run)

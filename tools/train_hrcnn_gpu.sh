@@ -15,6 +15,7 @@
 #
 # Settings (environment, with defaults):
 #   QUALITIES="10 20 30 40 50"  INPUT=quantized (the paper) | dequantized
+#   START=idct (begin at the float JPEG decode) | random
 #   TRAIN_SECONDS=400           training time of each run (all run at once, sharing the GPU)
 #   COMPARE=0                   1: train q10 with both inputs instead, to pick the input (issue 7)
 #   BATCH/PATCH/LR              override the recipe (kdecode/train/cli.py RECIPES["hrcnn"])
@@ -74,7 +75,7 @@ train() {
     if [ -f "init/hrcnn_q$1.safetensors" ]; then
       init=(--init-from "init/hrcnn_q$1.safetensors"); lr=(--lr "$(python3 -c "print(${LR:-5e-4} / 2)")" --warmup 100)
     fi
-    $K train --model hrcnn --quality "$1" --input "$2" --out "$runs/$3" --time-budget "${TRAIN_SECONDS:-400}" \
+    $K train --model hrcnn --quality "$1" --input "$2" --out "$runs/$3" --time-budget "${TRAIN_SECONDS:-400}" --start "${START:-idct}" \
       "${lr[@]}" "${init[@]}" "${common[@]}" >"$runs/$3.log" 2>&1
   }
   local names=()

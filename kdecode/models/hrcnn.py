@@ -33,12 +33,13 @@ from torch import nn
 
 from ..jpeg.coefficients import JpegCoefficients
 from ..jpeg.quality import ijg_table
-from ..ops import blocks_to_plane, pad_to_blocks, planes_to_blocks
+from ..ops import blocks_to_plane, dct_matrix, pad_to_blocks, planes_to_blocks
 from ..pipeline import component_blocks, decode_restoring_luma, to_samples
 from .base import Decoder
 from .pixel import _init_last_small
 
 INPUTS = ("quantized", "dequantized")
+INITS = ("random", "idct")
 
 
 def coded_masks() -> torch.Tensor:
@@ -105,13 +106,37 @@ class HRCNN(Decoder):
 
     name = "hrcnn"
 
-    def __init__(self, input: str = "quantized", quality: int | None = None):
+    def __init__(self, input: str = "quantized", quality: int | None = None, init: str = "random"):
         super().__init__()
-        if input not in INPUTS:
-            raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
+        if input not in INPUTS or init not in INITS:
+            raise ValueError(f"input must be one of {INPUTS} and init one of {INITS}, got {input!r}, {init!r}")
         self.input, self.quality = input, quality
+        self.net = HRCNNNet()
+        if init == "idct":
+            self._init_idct()
         # channels_last weights too: with contiguous ones the CPU convolutions stay slow.
-        self.net = HRCNNNet().to(memory_format=torch.channels_last)
+        self.net.to(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def _init_idct(self) -> None:
+        """Start at the float JPEG decode instead of a grey image (the paper gives no
+        initialisation; training time on a GPU is scarce): spectral output channel 0 is the
+        8x8 IDCT of the input (its basis functions, times the training table for quantized
+        input), passed through the decoding layers' centre taps, plus the level shift.
+        The other 63 spectral channels and 7 decoding channels keep their random start."""
+        net = self.net
+        c = dct_matrix(torch.float64)
+        basis = torch.einsum("vy,ux->vuyx", c, c).reshape(64, 8, 8)  # ch = 8v + u -> block [y, x]
+        if self.input == "quantized":
+            basis = basis * self.training_table("cpu").double().reshape(64, 1, 1) / 255.0
+        net.spectral.weight[:, 0] = basis.float()
+        net.spectral.bias[0] = 0.0
+        net.decode5.weight[0] = 0.0
+        net.decode5.weight[0, 0, 2, 2] = 1.0
+        net.decode5.bias[0] = 0.0
+        net.decode3.weight.zero_()
+        net.decode3.weight[0, 0, 1, 1] = 1.0
+        net.decode3.bias.fill_(0.5)
 
     @property
     def input_description(self) -> str:

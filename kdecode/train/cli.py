@@ -41,7 +41,7 @@ def _cmd_train(args) -> int:
             print("error: hrcnn is trained for one quality (one model per quality, as in the paper)", file=sys.stderr)
             return 2
         # The training quality's IJG table turns the stored training planes back into coefficients.
-        arch_kwargs = {"input": args.input, "quality": args.quality[0]}
+        arch_kwargs = {"input": args.input, "quality": args.quality[0], "init": args.start}
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = args.out or f"runs/{args.model}_q{'-'.join(map(str, args.quality))}"
     cfg = TrainConfig(
@@ -143,6 +143,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--iterations", type=int, default=20, help="DCSC: LISTA iterations R")
     p.add_argument("--input", choices=["quantized", "dequantized"], default="quantized",
                    help="HR-CNN: integer coefficients (the paper) or coefficients x qtable / 255")
+    p.add_argument("--start", choices=["idct", "random"], default="idct",
+                   help="HR-CNN: start at the float JPEG decode (idct) or from random weights")
     p.add_argument("--init-from", help="weights (.safetensors or run folder) to start from: easy-to-hard transfer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
