@@ -1,12 +1,14 @@
 """HR-CNN: the paper's network, a decoder from coefficients on any grid, trained by the zoo's
 pipeline. Small images only: the network costs ~250k multiply-adds per pixel."""
+import importlib
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from kdecode import list_models, read_coefficients
+from kdecode import decode, list_models, read_coefficients
 from kdecode.errors import KdecodeError
 from kdecode.models import registry
 from kdecode.models.hrcnn import HRCNN, coded_masks
@@ -143,7 +145,7 @@ def test_training_steps_lower_the_loss(mode):
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_train_command_card_and_registry(tmp_path, capsys):
+def test_train_command_card_and_registry(tmp_path, monkeypatch):
     _tiny_data(tmp_path)
     run = tmp_path / "run"
     args = ["train", "--model", "hrcnn", "--quality", "20", "--input", "dequantized", "--data-root", str(tmp_path),
@@ -165,6 +167,19 @@ def test_train_command_card_and_registry(tmp_path, capsys):
         assert model.decode(coeffs).shape == (1, 20, 28)
     # One model per quality, as in the paper.
     assert train_main(args[:4] + ["10", "20"] + args[5:]) == 2
+
+    # Shipped (here: in a stand-in weights folder), decode(model="hrcnn") uses it; "auto" does
+    # not pick it (not cpu_friendly; no measured LIVE1 table on a GPU either).
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy2(run / f"hrcnn_q20{suffix}", shipped / f"hrcnn_q20{suffix}")
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", shipped)
+    monkeypatch.setattr(importlib.import_module("kdecode.decode"), "_model_cache", {})
+    image = decode(jpeg(smooth_image(20, 28, color=True), 25), model="hrcnn")
+    assert image.size == (28, 20) and image.mode == "RGB"
+    assert registry.resolve_model("auto", "cpu", 20) != "hrcnn"
+    assert registry.resolve_model("auto", "cuda", 20) != "hrcnn"
 
 
 def test_registered():
