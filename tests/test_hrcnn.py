@@ -11,6 +11,7 @@ import torch
 from kdecode import decode, list_models, read_coefficients
 from kdecode.errors import KdecodeError
 from kdecode.models import registry
+from kdecode.models import hrcnn
 from kdecode.models.hrcnn import HRCNN, coded_masks
 from kdecode.ops import blocks_to_planes
 from kdecode.pipeline import component_blocks, decode_exact
@@ -98,6 +99,22 @@ def test_colour_file_keeps_exact_chroma():
     exact_luma = blocks_to_planes(*component_blocks(coeffs, 0), exact=True)
     model._restore_luma = lambda c, d: exact_luma  # noqa: E731 (the hook decode() calls)
     assert torch.equal(model.decode(coeffs), decode_exact(coeffs))
+
+
+def test_tiled_inference_equals_the_whole_grid(monkeypatch):
+    """Large inputs run in tiles with 5 blocks of context: the same numbers as one call."""
+    blocks = torch.randint(-30, 30, (1, 8, 40, 8, 8), dtype=torch.int16)
+    qtable = torch.ones(8, 8)
+    torch.manual_seed(0)
+    model = HRCNN(init="idct", quality=50)
+    calls = []
+    model.net.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        whole = model(blocks, qtable)
+        monkeypatch.setattr(hrcnn, "MAX_CALL_SAMPLES", (8 * 17) ** 2)  # 7-block tiles + 5-block margins
+        tiled = model(blocks, qtable)
+    assert len(calls) == 1 + 2 * 6
+    assert torch.allclose(whole, tiled, atol=1e-5)
 
 
 def test_batch_equals_one_by_one_for_equal_grids_and_crops_the_others():

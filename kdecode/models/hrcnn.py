@@ -40,6 +40,12 @@ from .pixel import _init_last_small
 
 INPUTS = ("quantized", "dequantized")
 INITS = ("random", "idct")
+#: samples (batch x height x width) of one inference call of the network: each of its
+#: 64-channel float32 maps takes 256 bytes a sample, 1 GiB at this size.
+MAX_CALL_SAMPLES = 1 << 22
+#: the receptive field's reach: 2 + 1 (decoding) + 4 x (5 + 3) (residual blocks) = 35 samples,
+#: within 5 blocks (the spectral layer works inside each block).
+MARGIN_BLOCKS = 5
 
 
 def coded_masks() -> torch.Tensor:
@@ -153,8 +159,25 @@ class HRCNN(Decoder):
         return blocks_to_plane(x).unsqueeze(1)
 
     def forward(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
-        """Integer blocks ``[N, bh, bw, 8, 8]`` + tables -> luma ``[N, 1, 8 bh, 8 bw]`` (0..1)."""
-        return self.net(self.kspace(blocks, qtable))
+        """Integer blocks ``[N, bh, bw, 8, 8]`` + tables -> luma ``[N, 1, 8 bh, 8 bw]`` (0..1).
+
+        Without gradients, a batch larger than :data:`MAX_CALL_SAMPLES` runs in tiles of the
+        block grid, each with :data:`MARGIN_BLOCKS` of context on every side: every output
+        sample still sees its whole receptive field, so the result is the untiled one."""
+        kspace = self.kspace(blocks, qtable)
+        n, _, h, w = kspace.shape
+        if torch.is_grad_enabled() or n * h * w <= MAX_CALL_SAMPLES:
+            return self.net(kspace)
+        side = int((MAX_CALL_SAMPLES / n) ** 0.5) // 8 * 8  # samples, tile + margins
+        core = max(8, side - 16 * MARGIN_BLOCKS)
+        m = 8 * MARGIN_BLOCKS
+        out = torch.empty_like(kspace)
+        for r in range(0, h, core):
+            for c in range(0, w, core):
+                r0, c0 = max(0, r - m), max(0, c - m)
+                tile = self.net(kspace[..., r0:min(h, r + core + m), c0:min(w, c + core + m)])
+                out[..., r:r + core, c:c + core] = tile[..., r - r0:r - r0 + core, c - c0:c - c0 + core]
+        return out
 
     def training_table(self, device) -> torch.Tensor:
         if self.quality is None:
