@@ -28,24 +28,33 @@
 #
 # $OUT gets (at most 8 files come back): hrcnn_results.tar.gz (weights, cards with measured
 # metrics, logs, eval tables) and summary.md.
+#
+# Throughput (the issue's second figure), a separate call once weights exist:
+#   tools/train_hrcnn_gpu.sh pack /work/main/.gpu_hrcnn_bench ../shared/data bench   (LIVE1_color, ~20 MB)
+#   tar xzf hrcnn_results.tar.gz and copy hrcnn_q10/hrcnn_q10.{safetensors,json} to .gpu_hrcnn_bench/init/
+#   command="bash .gpu_hrcnn_bench/tools/train_hrcnn_gpu.sh bench .gpu_hrcnn_bench", carry=[".gpu_hrcnn_bench", ".whl"]
+#   (benchmarks/throughput.py on CPU and CUDA, live1-q10: HR-CNN batch 1 and 64 as ratios to Pillow)
 set -uo pipefail
 
 pack() {
-  local dest=$1 data=$2 here
+  local dest=$1 data=$2 what=$3 here
   here=$(cd "$(dirname "$0")/.." && pwd)
-  rm -rf "$dest" && mkdir -p "$dest/data/BSDS500" "$dest/data/BSD68"
-  cp -r "$here/kdecode" "$here/tools" "$here/csrc" "$here/setup.py" "$here/pyproject.toml" "$dest/"
+  rm -rf "$dest" && mkdir -p "$dest/data"
+  cp -r "$here/kdecode" "$here/tools" "$here/csrc" "$here/benchmarks" "$here/setup.py" "$here/pyproject.toml" "$dest/"
   find "$dest" -name __pycache__ -prune -exec rm -rf {} + ; find "$dest" -name "*.so" -delete
-  cp -r "$data/BSDS500/train" "$data/BSDS500/test" "$dest/data/BSDS500/"
-  ls "$data"/BSD68/*.png | head -8 | xargs -I{} cp {} "$dest/data/BSD68/"
-  cp -r "$data/LIVE1_gray" "$data/Classic5" "$dest/data/"
+  rm -rf "$dest/benchmarks/results"
+  if [ "$what" = bench ]; then
+    cp -r "$data/LIVE1_color" "$dest/data/"
+  else
+    mkdir -p "$dest/data/BSDS500" "$dest/data/BSD68"
+    cp -r "$data/BSDS500/train" "$data/BSDS500/test" "$dest/data/BSDS500/"
+    ls "$data"/BSD68/*.png | head -8 | xargs -I{} cp {} "$dest/data/BSD68/"
+    cp -r "$data/LIVE1_gray" "$data/Classic5" "$dest/data/"
+  fi
   du -sh "$dest"
 }
 
-train() {
-  local dir=$1
-  OUT=$(mkdir -p "${OUT:-$dir/out}" && cd "${OUT:-$dir/out}" && pwd)
-  cd "$dir" || exit 1
+setup() {  # on the device machine, in the packed folder: jpeglib, PYTHONPATH, the C extension
   export PYTHONUNBUFFERED=1
   # jpeglib is not installed on the GPU machine and there is no network: its wheel travels.
   if ls ../.whl/*.whl >/dev/null 2>&1; then
@@ -54,6 +63,25 @@ train() {
   python3 -c "import jpeglib" 2>/dev/null || [ -d /tmp/site/jpeglib ] || { echo "jpeglib wheel missing in .whl/"; exit 1; }
   export PYTHONPATH=/tmp/site:$PWD
   python3 setup.py -q build_ext --inplace >/tmp/build.log 2>&1 || echo "C extension not built (torch paths run)"
+}
+
+bench() {  # the issue's throughput figure: HR-CNN decode+restore of LIVE1 (batch 64) vs Pillow
+  local dir=$1
+  OUT=$(mkdir -p "${OUT:-$dir/out}" && cd "${OUT:-$dir/out}" && pwd)
+  cd "$dir" || exit 1
+  setup
+  ls init/hrcnn_q*.json >/dev/null 2>&1 || { echo "no weights + cards in $dir/init"; exit 1; }
+  mkdir -p kdecode/weights && cp init/hrcnn_q*.safetensors init/hrcnn_q*.json kdecode/weights/
+  KDECODE_DATA=$PWD/data timeout 500 python3 benchmarks/throughput.py --device ${BENCH_DEVICES:-cpu cuda} --repeat "${REPEAT:-3}" --min-time 0.3 \
+    --model-files 4 --sets live1-q10 --out "$OUT" 2>&1 | grep -v "decoder/s"
+  ls -la "$OUT"
+}
+
+train() {
+  local dir=$1
+  OUT=$(mkdir -p "${OUT:-$dir/out}" && cd "${OUT:-$dir/out}" && pwd)
+  cd "$dir" || exit 1
+  setup
   local runs=/tmp/hrcnn_runs K="python3 -m kdecode.train.cli" jobs=() q
   mkdir -p "$runs"
   local device=${DEVICE:-cuda}
@@ -104,7 +132,8 @@ train() {
 }
 
 case "${1:-}" in
-  pack) pack "${2:?destination folder}" "${3:-../shared/data}" ;;
+  pack) pack "${2:?destination folder}" "${3:-../shared/data}" "${4:-train}" ;;
   train) train "${2:-.gpu_hrcnn}" ;;
-  *) sed -n 2,30p "$0"; exit 2 ;;
+  bench) bench "${2:-.gpu_hrcnn_bench}" ;;
+  *) sed -n 2,36p "$0"; exit 2 ;;
 esac
