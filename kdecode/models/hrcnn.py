@@ -92,11 +92,13 @@ class HRCNNNet(nn.Module):
         return F.conv2d(kspace, self.masks.to(kspace.dtype), stride=8)
 
     def forward(self, kspace: torch.Tensor) -> torch.Tensor:
-        # channels_last: about 1.6x faster convolutions on CPU (measured, 256x256, 2 threads).
-        channels = self.extract(kspace).contiguous(memory_format=torch.channels_last)
-        x = self.decode5(self.spectral(channels))
-        with torch.autocast(x.device.type, enabled=False):  # 8 -> 1 channel: cheap, keep float32
-            x = torch.relu(self.decode3(x.float()))
+        # The decoding layers run in float32 even under bf16 autocast: they carry the image
+        # itself (bf16 holds ~256 levels between 0.5 and 1: a grey level of noise) and cost
+        # 7% of the network; the residual blocks (93%) run in bf16 on detail maps.
+        with torch.autocast(kspace.device.type, enabled=False):
+            # channels_last: about 1.6x faster convolutions on CPU (measured, 256x256, 2 threads).
+            channels = self.extract(kspace.float()).contiguous(memory_format=torch.channels_last)
+            x = torch.relu(self.decode3(self.decode5(self.spectral(channels))))
         for block in self.blocks:
             x = block(x)
         return torch.relu(x)
