@@ -99,9 +99,9 @@ train() {
   $K train --model hrcnn --quality $(echo $quals | tr ' ' ,) --prepare-only --workers 16 "${common[@]}" 2>&1 | tail -2
 
   start() {  # quality, input, run name
-    local lr=(--lr "${LR:-5e-4}") init=()
+    local lr=(--lr "${LR:-2e-4}") init=()
     if [ -f "init/hrcnn_q$1.safetensors" ]; then
-      init=(--init-from "init/hrcnn_q$1.safetensors"); lr=(--lr "$(python3 -c "print(${LR:-5e-4} / 2)")" --warmup 100)
+      init=(--init-from "init/hrcnn_q$1.safetensors"); lr=(--lr "$(python3 -c "print(${LR:-2e-4} / 2)")" --warmup 100)
     fi
     $K train --model hrcnn --quality "$1" --input "$2" --out "$runs/$3" --time-budget "${TRAIN_SECONDS:-400}" --start "${START:-idct}" \
       "${lr[@]}" "${init[@]}" "${common[@]}" >"$runs/$3.log" 2>&1

@@ -15,7 +15,7 @@ RECIPES = {
     "fast_arcnn": {"batch": 128, "patch": 48, "lr": 1e-3, "loss": "mse", "steps": 20000},
     "dcsc": {"batch": 32, "patch": 80, "lr": 5e-4, "loss": "l1", "steps": 20000, "grad_clip": 0.5},
     # HR-CNN: the paper's 128x128 training images and MSE (its optimizer settings are not given).
-    "hrcnn": {"batch": 32, "patch": 128, "lr": 5e-4, "loss": "mse", "steps": 50000, "grad_clip": 1.0},
+    "hrcnn": {"batch": 32, "patch": 128, "lr": 2e-4, "loss": "mse", "steps": 50000, "grad_clip": 1.0},
 }
 DEFAULT_DATA_ROOT = "../shared/data"
 
