@@ -110,7 +110,8 @@ class HRCNN(Decoder):
 
     ``quality`` is the quality the weights were trained for; :meth:`restore` uses its IJG table
     to turn training planes back into the file's coefficients. Inference uses each file's own
-    tables."""
+    tables. ``init``: ``"random"`` (PyTorch's defaults, with the start conditions commented
+    below) or ``"idct"`` (start at the float JPEG decode; see :meth:`_init_idct`)."""
 
     name = "hrcnn"
 
