@@ -43,6 +43,23 @@ def assemble(coeffs: JpegCoefficients, planes: list[torch.Tensor]) -> torch.Tens
     return upsample_to_rgb(planes, factors, (coeffs.height, coeffs.width), convert=coeffs.color_space == "ycbcr")
 
 
+def to_samples(plane: torch.Tensor) -> torch.Tensor:
+    """A float plane on the 0..1 scale -> uint8 samples (rounded, clamped)."""
+    return (plane * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def decode_restoring_luma(coeffs: JpegCoefficients, restore_luma, device=None) -> torch.Tensor:
+    """The exact decode with the luma plane replaced by ``restore_luma(coeffs, device)`` (uint8
+    ``[comp_h, comp_w]``): uint8 ``[C, H, W]``. Luma is component 0 of gray and YCbCr files;
+    other colour spaces (RGB, CMYK JPEGs) have no luma and are decoded exactly, whole."""
+    restore = coeffs.color_space in ("gray", "ycbcr")
+    planes = [None if i == 0 and restore else component_plane(coeffs, i, device)
+              for i in range(len(coeffs.components))]
+    if restore:
+        planes[0] = restore_luma(coeffs, device)
+    return assemble(coeffs, planes)
+
+
 def decode_exact(coeffs: JpegCoefficients, device=None) -> torch.Tensor:
     """Bit-exact libjpeg-turbo decode (what Pillow returns): uint8 ``[C, H, W]``, C = 1 or 3.
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..jpeg.coefficients import JpegCoefficients
-from ..pipeline import assemble, component_plane
+from ..pipeline import component_plane, decode_restoring_luma, to_samples
 from .base import Decoder
 
 
@@ -44,14 +44,11 @@ class PixelRestorer(Decoder):
     def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:
         device = torch.device(device) if device is not None else next(self.parameters()).device
         self.to(device)
-        restore_luma = coeffs.color_space in ("gray", "ycbcr")  # component 0 is luma
-        planes = [None if i == 0 and restore_luma else component_plane(coeffs, i, device)
-                  for i in range(len(coeffs.components))]
-        if restore_luma:
-            luma = component_plane(coeffs, 0, device, exact=False) / 255.0
-            restored = self.restore(luma[None, None].float())[0, 0]
-            planes[0] = (restored * 255.0).round_().clamp_(0, 255).to(torch.uint8)
-        return assemble(coeffs, planes)
+        return decode_restoring_luma(coeffs, self._restore_luma, device)
+
+    def _restore_luma(self, coeffs: JpegCoefficients, device) -> torch.Tensor:
+        luma = component_plane(coeffs, 0, device, exact=False) / 255.0
+        return to_samples(self.restore(luma[None, None].float())[0, 0])
 
 
 class ARCNN(nn.Module):

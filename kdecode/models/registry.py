@@ -78,11 +78,21 @@ def select_card(name: str, quality: int | None, folder: Path | None = None) -> d
     return min(cards, key=lambda c: (min(abs(q - quality) for q in c["qualities"]), min(c["qualities"])))
 
 
-def load_weights(card: dict, device=None) -> Decoder:
-    """Build the restorer a card describes and load its safetensors weights."""
-    from safetensors.torch import load_file
+def build(name: str, **arch_kwargs) -> Decoder:
+    """A fresh (untrained) learned decoder of architecture ``name``; its learned part is
+    ``model.net`` (what the weights files hold)."""
+    if name == "hrcnn":
+        from .hrcnn import HRCNN
 
-    from .pixel import build
+        return HRCNN(**arch_kwargs)
+    from .pixel import build as build_pixel
+
+    return build_pixel(name, **arch_kwargs)
+
+
+def load_weights(card: dict, device=None) -> Decoder:
+    """Build the decoder a card describes and load its safetensors weights."""
+    from safetensors.torch import load_file
 
     model = build(card["model"], **card.get("arch_kwargs", {}))
     model.net.load_state_dict(load_file(card["_weights"]))
@@ -131,5 +141,5 @@ def resolve_model(name, device=None, quality: int | None = None) -> str:
 
 
 register("exact", lambda quality=None, device=None: ExactDecoder())
-for _name in ("arcnn", "fast_arcnn", "dcsc"):
+for _name in ("arcnn", "fast_arcnn", "dcsc", "hrcnn"):
     register(_name, _learned(_name))

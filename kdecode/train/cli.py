@@ -14,6 +14,8 @@ RECIPES = {
     "arcnn": {"batch": 128, "patch": 48, "lr": 1e-3, "loss": "mse", "steps": 20000},
     "fast_arcnn": {"batch": 128, "patch": 48, "lr": 1e-3, "loss": "mse", "steps": 20000},
     "dcsc": {"batch": 32, "patch": 80, "lr": 5e-4, "loss": "l1", "steps": 20000, "grad_clip": 0.5},
+    # HR-CNN: the paper's 128x128 training images and MSE (its optimizer settings are not given).
+    "hrcnn": {"batch": 32, "patch": 128, "lr": 2e-4, "loss": "mse", "steps": 50000, "grad_clip": 1.0},
 }
 DEFAULT_DATA_ROOT = "../shared/data"
 
@@ -34,6 +36,12 @@ def _cmd_train(args) -> int:
         if getattr(args, key, None) is not None:
             recipe[key] = getattr(args, key)
     arch_kwargs = {"iterations": args.iterations} if args.model == "dcsc" else {}
+    if args.model == "hrcnn" and not args.prepare_only:
+        if len(args.quality) != 1:
+            print("error: hrcnn is trained for one quality (one model per quality, as in the paper)", file=sys.stderr)
+            return 2
+        # The training quality's IJG table turns the stored training planes back into coefficients.
+        arch_kwargs = {"input": args.input, "quality": args.quality[0], "init": args.start}
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = args.out or f"runs/{args.model}_q{'-'.join(map(str, args.quality))}"
     cfg = TrainConfig(
@@ -133,6 +141,10 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--loss", choices=["mse", "l1"])
     p.add_argument("--grad-clip", type=float)
     p.add_argument("--iterations", type=int, default=20, help="DCSC: LISTA iterations R")
+    p.add_argument("--input", choices=["quantized", "dequantized"], default="quantized",
+                   help="HR-CNN: integer coefficients (the paper) or coefficients x qtable / 255")
+    p.add_argument("--start", choices=["idct", "random"], default="idct",
+                   help="HR-CNN: start at the float JPEG decode (idct) or from random weights")
     p.add_argument("--init-from", help="weights (.safetensors or run folder) to start from: easy-to-hard transfer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")

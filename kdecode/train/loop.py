@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..metrics import psnr
-from ..models.pixel import build
+from ..models.registry import build
 from .data import PatchSampler, decoded_plane, image_files, luma, prepare_pairs
 
 ARCH_DESCRIPTIONS = {
@@ -29,6 +29,8 @@ ARCH_DESCRIPTIONS = {
     "fast_arcnn": "Fast AR-CNN 64(9)-32(1)-32(7)-64(1)-1[9]-s2, PReLU, residual output",
     "dcsc": "DCSC: dilated 3x3 convs (1/2/4, 32 maps each), convolutional LISTA with shared S "
             "(64 maps, R iterations), 3x3 reconstruction of the residual",
+    "hrcnn": "HR-CNN: 64 fixed coded masks 8x8/8, 64->64 transposed conv 8x8/8, decoding 8(5)-1(3) + ReLU, "
+             "4 residual blocks 64(11)-16(7)-1(1), final ReLU; pixels straight from the coefficients",
 }
 
 
@@ -191,8 +193,8 @@ def train(cfg: TrainConfig) -> dict:
             group["lr"] = cfg.lr * _lr_factor(step, _progress(step, elapsed, cfg), cfg)
         x, y = sampler.sample(cfg.batch)
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            residual = model.net(x)
-        loss = loss_fn(x + residual.float(), y)
+            restored = model.restore(x)  # what validation and inference compute
+        loss = loss_fn(restored.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -241,7 +243,7 @@ def train(cfg: TrainConfig) -> dict:
         "training": {
             "data": cfg.train_sets,
             "data_pixels": n_pixels,
-            "jpeg": "Pillow quality q, gray, read back by kdecode (float IDCT luma plane)",
+            "jpeg": f"Pillow quality q, gray, read back by kdecode ({getattr(model, 'input_description', 'float IDCT luma plane')})",
             "luma": "MATLAB rgb2ycbcr Y (16..235), portrait images transposed",
             "scales": cfg.scales, "patch": cfg.patch, "batch": cfg.batch, "steps": step,
             "optimizer": f"Adam lr {cfg.lr} -> {cfg.lr_min} (warm-up {cfg.warmup}, cosine over "

@@ -1,0 +1,245 @@
+"""HR-CNN (Niu, "End-to-end JPEG decoding and artifacts suppression using heterogeneous residual
+convolutional neural network"): pixels straight from the coefficients, no separate decode.
+
+The input is the file's "k-space code": each component's coefficient blocks laid out on the
+image grid (block ``(r, c)`` of the grid occupies samples ``8r..8r+7, 8c..8c+7``, coefficient
+``[v, u]`` at row ``8r + v``, column ``8c + u``; :func:`~kdecode.ops.blocks_to_plane`). Two
+input scalings (``input=``):
+
+- ``"quantized"``: the integer coefficients as stored in the file (what the paper feeds);
+- ``"dequantized"``: ``coefficients * qtable / 255`` with the file's real table: the orthonormal
+  DCT coefficients of the level-shifted image on the 0..1 scale, so one model sees every
+  quality's coefficients on the same scale.
+
+The network (Sec. II-B, eq. 1-8), ``HRCNNNet``:
+
+1. channel extraction: 64 fixed one-hot 8x8 masks, stride 8, no bias (eq. 2, 4): channel
+   ``ch = 8 v + u`` is coefficient ``[v, u]`` of every block, a ``[64, H/8, W/8]`` tensor;
+2. spectral reconstruction: a 64 -> 64 transposed convolution, 8x8, stride 8 (eq. 5);
+3. decoding: 5x5 conv to 8 channels, 3x3 conv to 1 channel, ReLU (eq. 6);
+4. four residual blocks ``64(11) - 16(7) - 1(1)`` with identity skips (eq. 7) and a final
+   ReLU (eq. 8). Eq. (7) has no activation inside a block; none is added here.
+
+Trainable parameters: decoding 275,089 + detail enhancement 232,068 = 507,157 (Table III); the
+masks are a constant buffer, not parameters, so no optimizer can change them and their
+gradient is the mask itself (eq. 3). Output: the luma plane on the 0..1 scale; the loss is
+the MSE against the original (eq. 9).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..jpeg.coefficients import JpegCoefficients
+from ..jpeg.quality import ijg_table
+from ..ops import blocks_to_plane, dct_matrix, pad_to_blocks, planes_to_blocks
+from ..pipeline import component_blocks, decode_restoring_luma, to_samples
+from .base import Decoder
+from .pixel import _init_last_small
+
+INPUTS = ("quantized", "dequantized")
+INITS = ("random", "idct")
+#: samples (batch x height x width) of one inference call of the network: each of its
+#: 64-channel float32 maps takes 256 bytes a sample, 1 GiB at this size.
+MAX_CALL_SAMPLES = 1 << 22
+#: the receptive field's reach: 2 + 1 (decoding) + 4 x (5 + 3) (residual blocks) = 35 samples,
+#: within 5 blocks (the spectral layer works inside each block).
+MARGIN_BLOCKS = 5
+
+
+def coded_masks() -> torch.Tensor:
+    """The 64 binary coded masks of eq. (2) as conv weights ``[64, 1, 8, 8]``: mask ``ch`` has
+    its single 1 at row ``ch // 8``, column ``ch % 8`` (coefficient ``[v, u]``, natural order)."""
+    return torch.eye(64).reshape(64, 1, 8, 8)
+
+
+class ResidualBlock(nn.Module):
+    """``x + W3 * (W2 * (W1 * x))`` with ``64(11) - 16(7) - 1(1)``, no activation (eq. 7)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Conv2d(1, 64, 11, padding=5), nn.Conv2d(64, 16, 7, padding=3),
+                                    nn.Conv2d(16, 1, 1))
+        # Each block starts as (nearly) the identity: with random blocks the cascade drives the
+        # output below zero, where the final ReLU passes no gradient at all (measured: training
+        # never moves). The paper gives no initialisation.
+        _init_last_small(self.layers[-1])
+
+    def forward(self, x):
+        # The running image stays float32 under bf16 autocast: a bf16 plane holds only ~256
+        # levels between 0.5 and 1, i.e. about one grey level of rounding noise.
+        return x + self.layers(x).float()
+
+
+class HRCNNNet(nn.Module):
+    """k-space code ``[N, 1, H, W]`` (H, W multiples of 8) -> pixels ``[N, 1, H, W]`` (0..1)."""
+
+    def __init__(self):
+        super().__init__()
+        # A constant, not a parameter: never trained, not stored with the weights.
+        self.register_buffer("masks", coded_masks(), persistent=False)
+        self.spectral = nn.ConvTranspose2d(64, 64, 8, stride=8)
+        self.decode5 = nn.Conv2d(64, 8, 5, padding=2)
+        self.decode3 = nn.Conv2d(8, 1, 3, padding=1)
+        self.blocks = nn.ModuleList(ResidualBlock() for _ in range(4))
+        # Start the decoded image at mid-grey: a negative start would sit in the ReLU's flat
+        # part and pass no gradient to the decoding layers.
+        nn.init.constant_(self.decode3.bias, 0.5)
+
+    def extract(self, kspace: torch.Tensor) -> torch.Tensor:
+        """Channel extraction (eq. 4): ``[N, 1, H, W]`` -> ``[N, 64, H/8, W/8]``."""
+        return F.conv2d(kspace, self.masks.to(kspace.dtype), stride=8)
+
+    def forward(self, kspace: torch.Tensor) -> torch.Tensor:
+        # The decoding layers run in float32 even under bf16 autocast: they carry the image
+        # itself (bf16 holds ~256 levels between 0.5 and 1: a grey level of noise) and cost
+        # 7% of the network; the residual blocks (93%) run in bf16 on detail maps.
+        with torch.autocast(kspace.device.type, enabled=False):
+            # channels_last: about 1.6x faster convolutions on CPU (measured, 256x256, 2 threads).
+            channels = self.extract(kspace.float()).contiguous(memory_format=torch.channels_last)
+            x = torch.relu(self.decode3(self.decode5(self.spectral(channels))))
+        for block in self.blocks:
+            x = block(x)
+        return torch.relu(x)
+
+
+class HRCNN(Decoder):
+    """HR-CNN as a :class:`Decoder`: restores the luma plane of gray and YCbCr files from its
+    coefficient blocks; chroma (and files without luma) get the exact decode.
+
+    ``quality`` is the quality the weights were trained for; :meth:`restore` uses its IJG table
+    to turn training planes back into the file's coefficients. Inference uses each file's own
+    tables. ``init``: ``"random"`` (PyTorch's defaults, with the start conditions commented
+    below) or ``"idct"`` (start at the float JPEG decode; see :meth:`_init_idct`)."""
+
+    name = "hrcnn"
+
+    def __init__(self, input: str = "quantized", quality: int | None = None, init: str = "random"):
+        super().__init__()
+        if input not in INPUTS or init not in INITS:
+            raise ValueError(f"input must be one of {INPUTS} and init one of {INITS}, got {input!r}, {init!r}")
+        self.input, self.quality = input, quality
+        self.net = HRCNNNet()
+        if init == "idct":
+            self._init_idct()
+        # channels_last weights too: with contiguous ones the CPU convolutions stay slow.
+        self.net.to(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def _init_idct(self) -> None:
+        """Start at the float JPEG decode instead of a grey image (the paper gives no
+        initialisation; training time on a GPU is scarce): spectral output channel 0 is the
+        8x8 IDCT of the input (its basis functions, times the training table for quantized
+        input), passed through the decoding layers' centre taps, plus the level shift.
+        The other 63 spectral channels and 7 decoding channels keep their random start."""
+        net = self.net
+        c = dct_matrix(torch.float64)
+        basis = torch.einsum("vy,ux->vuyx", c, c).reshape(64, 8, 8)  # ch = 8v + u -> block [y, x]
+        if self.input == "quantized":
+            basis = basis * self.training_table("cpu").double().reshape(64, 1, 1) / 255.0
+        net.spectral.weight[:, 0] = basis.float()
+        net.spectral.bias[0] = 0.0
+        net.decode5.weight[0] = 0.0
+        net.decode5.weight[0, 0, 2, 2] = 1.0
+        net.decode5.bias[0] = 0.0
+        net.decode3.weight.zero_()
+        net.decode3.weight[0, 0, 1, 1] = 1.0
+        net.decode3.bias.fill_(0.5)
+
+    @property
+    def input_description(self) -> str:
+        return ("quantized coefficient blocks on the image grid" if self.input == "quantized"
+                else "dequantized coefficient blocks (x qtable / 255) on the image grid")
+
+    def kspace(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
+        """Integer blocks ``[N, bh, bw, 8, 8]`` and their tables (``[8, 8]`` or ``[N, 8, 8]``)
+        -> the network's input ``[N, 1, 8 bh, 8 bw]`` float32."""
+        x = blocks.float()
+        if self.input == "dequantized":
+            q = qtable.float()
+            x = x * (q if q.dim() == 2 else q[:, None, None]) / 255.0
+        return blocks_to_plane(x).unsqueeze(1)
+
+    def forward(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
+        """Integer blocks ``[N, bh, bw, 8, 8]`` + tables -> luma ``[N, 1, 8 bh, 8 bw]`` (0..1).
+
+        Without gradients, a batch larger than :data:`MAX_CALL_SAMPLES` runs in tiles of the
+        block grid, each with :data:`MARGIN_BLOCKS` of context on every side: every output
+        sample still sees its whole receptive field, so the result is the untiled one."""
+        kspace = self.kspace(blocks, qtable)
+        n, _, h, w = kspace.shape
+        if torch.is_grad_enabled() or n * h * w <= MAX_CALL_SAMPLES:
+            return self.net(kspace)
+        side = int((MAX_CALL_SAMPLES / n) ** 0.5) // 8 * 8  # samples, tile + margins
+        core = max(8, side - 16 * MARGIN_BLOCKS)
+        m = 8 * MARGIN_BLOCKS
+        out = torch.empty_like(kspace)
+        for r in range(0, h, core):
+            for c in range(0, w, core):
+                r0, c0 = max(0, r - m), max(0, c - m)
+                tile = self.net(kspace[..., r0:min(h, r + core + m), c0:min(w, c + core + m)])
+                out[..., r:r + core, c:c + core] = tile[..., r - r0:r - r0 + core, c - c0:c - c0 + core]
+        return out
+
+    def training_table(self, device) -> torch.Tensor:
+        if self.quality is None:
+            raise ValueError("this HR-CNN has no training quality: build it with quality=Q to use restore()")
+        return torch.from_numpy(ijg_table(self.quality).astype("float32")).to(device)
+
+    def restore(self, plane: torch.Tensor) -> torch.Tensor:
+        """Float decoded plane ``[N, 1, H, W]`` (0..1, the float IDCT that the training pipeline
+        stores) -> restored plane, same shape. The plane is an exact linear image of the
+        dequantized blocks, so the forward DCT and rounding with the training quality's table
+        give back the file's integer coefficients (exactly, for whole-block planes such as the
+        training patches; at a cropped image edge the padded blocks are approximated)."""
+        h, w = plane.shape[-2:]
+        table = self.training_table(plane.device)
+        padded = pad_to_blocks(plane[:, 0].float() * 255.0)
+        blocks = planes_to_blocks(padded, table)
+        return self(blocks, table)[..., :h, :w]
+
+    def _device(self, device) -> torch.device:
+        device = torch.device(device) if device is not None else self.net.masks.device
+        self.to(device)
+        return device
+
+    def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:
+        return decode_restoring_luma(coeffs, self._restore_luma, self._device(device))
+
+    def _restore_luma(self, coeffs: JpegCoefficients, device) -> torch.Tensor:
+        blocks, qtable = component_blocks(coeffs, 0, device)
+        h, w = coeffs.component_size(0)
+        return to_samples(self(blocks[None], qtable)[0, 0, :h, :w])
+
+    def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
+        """One network call for the luma of the whole group: each grid is padded to the
+        group's largest by repeating its last block row and column (a continuation of the
+        image, where zero blocks would be a flat grey edge). Images of the group's largest
+        grid get exactly what :meth:`decode` gives; a padded one can differ near its bottom
+        and right edges (within the receptive field, about 40 samples)."""
+        device = self._device(device)
+        lumas = [i for i, c in enumerate(coeffs) if c.color_space in ("gray", "ycbcr")]
+        if len(lumas) < 2:
+            return super().decode_many(coeffs, device)
+        grids = [component_blocks(coeffs[i], 0, device) for i in lumas]
+        bh = max(b.shape[0] for b, _ in grids)
+        bw = max(b.shape[1] for b, _ in grids)
+        batch = torch.stack([_pad_grid(b.float(), bh, bw) for b, _ in grids])
+        pixels = self(batch, torch.stack([q for _, q in grids]))
+        restored = {}
+        for k, i in enumerate(lumas):
+            h, w = coeffs[i].component_size(0)
+            restored[i] = to_samples(pixels[k, 0, :h, :w])
+        return [decode_restoring_luma(c, lambda c_, d_, i=i: restored[i], device) if i in restored
+                else self.decode(c, device) for i, c in enumerate(coeffs)]
+
+
+def _pad_grid(blocks: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
+    """Float blocks ``[h, w, 8, 8]`` -> ``[bh, bw, 8, 8]``, the last block row/column repeated."""
+    h, w = blocks.shape[:2]
+    if (h, w) == (bh, bw):
+        return blocks
+    channels = blocks.reshape(h, w, 64).permute(2, 0, 1)[None]
+    channels = F.pad(channels, (0, bw - w, 0, bh - h), mode="replicate")
+    return channels[0].permute(1, 2, 0).reshape(bh, bw, 8, 8)
