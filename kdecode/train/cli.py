@@ -16,7 +16,12 @@ RECIPES = {
     "dcsc": {"batch": 32, "patch": 80, "lr": 5e-4, "loss": "l1", "steps": 20000, "grad_clip": 0.5},
     # HR-CNN: the paper's 128x128 training images and MSE (its optimizer settings are not given).
     "hrcnn": {"batch": 32, "patch": 128, "lr": 2e-4, "loss": "mse", "steps": 50000, "grad_clip": 1.0},
+    # DMCNN (Sec. 3.1): Adam lr 1e-3, batch 80, 56x56 patches at first (the paper then grows them
+    # to 224: run again with --patch and --init-from); its own loss (eq. 7), so "loss" is unused.
+    "dmcnn": {"batch": 80, "patch": 56, "lr": 1e-3, "loss": "mse", "steps": 50000, "grad_clip": 1.0},
 }
+#: models restoring from the coefficients with one training quality's table (CoefficientRestorer)
+ONE_QUALITY = ("hrcnn", "dmcnn")
 DEFAULT_DATA_ROOT = "../shared/data"
 
 
@@ -36,12 +41,14 @@ def _cmd_train(args) -> int:
         if getattr(args, key, None) is not None:
             recipe[key] = getattr(args, key)
     arch_kwargs = {"iterations": args.iterations} if args.model == "dcsc" else {}
-    if args.model == "hrcnn" and not args.prepare_only:
+    if args.model in ONE_QUALITY and not args.prepare_only:
         if len(args.quality) != 1:
-            print("error: hrcnn is trained for one quality (one model per quality, as in the paper)", file=sys.stderr)
+            print(f"error: {args.model} is trained for one quality (one model per quality, as in the paper)",
+                  file=sys.stderr)
             return 2
         # The training quality's IJG table turns the stored training planes back into coefficients.
-        arch_kwargs = {"input": args.input, "quality": args.quality[0], "init": args.start}
+        arch_kwargs = ({"input": args.input, "quality": args.quality[0], "init": args.start}
+                       if args.model == "hrcnn" else {"quality": args.quality[0], "dru": not args.no_dru})
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = args.out or f"runs/{args.model}_q{'-'.join(map(str, args.quality))}"
     cfg = TrainConfig(
@@ -145,6 +152,7 @@ def add_parsers(subparsers) -> None:
                    help="HR-CNN: integer coefficients (the paper) or coefficients x qtable / 255")
     p.add_argument("--start", choices=["idct", "random"], default="idct",
                    help="HR-CNN: start at the float JPEG decode (idct) or from random weights")
+    p.add_argument("--no-dru", action="store_true", help="DMCNN: no DCT Rectify Unit (the ablation)")
     p.add_argument("--init-from", help="weights (.safetensors or run folder) to start from: easy-to-hard transfer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")

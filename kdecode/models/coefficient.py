@@ -1,0 +1,56 @@
+"""Decoders that restore the luma plane from its coefficient blocks and the file's real table.
+
+A :class:`CoefficientRestorer` implements ``forward(blocks, qtable)``: integer blocks
+``[N, bh, bw, 8, 8]`` and their tables (``[8, 8]`` or ``[N, 8, 8]``) -> luma ``[N, 1, 8 bh,
+8 bw]`` on the 0..1 scale. Inference takes the blocks and tables from the file. Training
+(:meth:`restore`) gets the float planes the zoo's pipeline stores: the plane is an exact linear
+image of the dequantized blocks, so the forward DCT and rounding with the training quality's
+table give back the file's integer coefficients (exactly for whole-block planes such as the
+block-aligned training patches; at a cropped image edge the padded blocks are approximated).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..jpeg.coefficients import JpegCoefficients
+from ..jpeg.quality import ijg_table
+from ..ops import pad_to_blocks, planes_to_blocks
+from ..pipeline import component_blocks, decode_restoring_luma, to_samples
+from .base import Decoder
+
+
+class CoefficientRestorer(Decoder):
+    """Restores luma from coefficient blocks + real table (see the module docstring).
+
+    ``quality``: the quality the weights were trained for; only :meth:`restore` (training and
+    validation on stored planes) uses its IJG table, inference uses each file's own tables."""
+
+    quality: int | None = None
+
+    def training_table(self, device) -> torch.Tensor:
+        if self.quality is None:
+            raise ValueError(f"this {self.name} has no training quality: build it with quality=Q to use restore()")
+        return torch.from_numpy(ijg_table(self.quality).astype("float32")).to(device)
+
+    def plane_blocks(self, plane: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float decoded plane ``[N, 1, H, W]`` (0..1) -> (its integer blocks, the training table)."""
+        table = self.training_table(plane.device)
+        return planes_to_blocks(pad_to_blocks(plane[:, 0].float() * 255.0), table), table
+
+    def restore(self, plane: torch.Tensor) -> torch.Tensor:
+        """Float decoded plane ``[N, 1, H, W]`` (0..1) -> restored plane, same shape."""
+        h, w = plane.shape[-2:]
+        return self(*self.plane_blocks(plane))[..., :h, :w]
+
+    def _device(self, device) -> torch.device:
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        self.to(device)
+        return device
+
+    def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:
+        return decode_restoring_luma(coeffs, self._restore_luma, self._device(device))
+
+    def _restore_luma(self, coeffs: JpegCoefficients, device) -> torch.Tensor:
+        blocks, qtable = component_blocks(coeffs, 0, device)
+        h, w = coeffs.component_size(0)
+        return to_samples(self(blocks[None], qtable)[0, 0, :h, :w])
