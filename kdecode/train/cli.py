@@ -19,9 +19,12 @@ RECIPES = {
     # DMCNN (Sec. 3.1): Adam lr 1e-3, batch 80, 56x56 patches at first (the paper then grows them
     # to 224: run again with --patch and --init-from); its own loss (eq. 7), so "loss" is unused.
     "dmcnn": {"batch": 80, "patch": 56, "lr": 1e-3, "loss": "mse", "steps": 50000, "grad_clip": 1.0},
+    # D3 (Sec. 4.1): batch 128 of 8x8 patches (here: 2 patches of 64 blocks), L2 + L_B. The paper's
+    # constant lr 0.01 without momentum is plain SGD; Adam at 1e-3 is this recipe's choice.
+    "d3": {"batch": 2, "patch": 64, "lr": 1e-3, "loss": "mse", "steps": 100000},
 }
 #: models restoring from the coefficients with one training quality's table (CoefficientRestorer)
-ONE_QUALITY = ("hrcnn", "dmcnn")
+ONE_QUALITY = ("hrcnn", "dmcnn", "d3")
 DEFAULT_DATA_ROOT = "../shared/data"
 
 
@@ -47,8 +50,13 @@ def _cmd_train(args) -> int:
                   file=sys.stderr)
             return 2
         # The training quality's IJG table turns the stored training planes back into coefficients.
-        arch_kwargs = ({"input": args.input, "quality": args.quality[0], "init": args.start}
-                       if args.model == "hrcnn" else {"quality": args.quality[0], "dru": not args.no_dru})
+        arch_kwargs = {"quality": args.quality[0]}
+        if args.model == "hrcnn":
+            arch_kwargs.update(input=args.input, init=args.start)
+        elif args.model == "dmcnn":
+            arch_kwargs.update(dru=not args.no_dru)
+        else:
+            arch_kwargs.update(atoms=args.atoms, box=not args.no_box)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = args.out or f"runs/{args.model}_q{'-'.join(map(str, args.quality))}"
     cfg = TrainConfig(
@@ -153,6 +161,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--start", choices=["idct", "random"], default="idct",
                    help="HR-CNN: start at the float JPEG decode (idct) or from random weights")
     p.add_argument("--no-dru", action="store_true", help="DMCNN: no DCT Rectify Unit (the ablation)")
+    p.add_argument("--atoms", type=int, choices=[128, 256], default=256, help="D3: dictionary size p (D3-128, D3-256)")
+    p.add_argument("--no-box", action="store_true", help="D3: no box constraint (no L_B, no clamp: the ablation)")
     p.add_argument("--init-from", help="weights (.safetensors or run folder) to start from: easy-to-hard transfer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")

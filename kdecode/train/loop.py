@@ -34,6 +34,9 @@ ARCH_DESCRIPTIONS = {
     "dmcnn": "DMCNN: DCT auto-encoder (9 convs, 64 coefficient channels on the block grid) + DRU clamp to the "
              "file's real quantization intervals, pixel auto-encoder (15 convs, dilations 2/4/8, symmetric "
              "skips, side outputs at 1/2 and 1/4), learnable residual mix r, PReLU",
+    "d3": "D3: 8x8 patches at stride 4; DCT stage and pixel stage, each 1-SI analysis D_A (p x 64), "
+          "diag(1/theta), unit-threshold shrinkage, diag(theta), synthesis D_S (64 x p); stage-I output "
+          "clamped to the real quantization intervals; overlap averaging",
 }
 
 

@@ -1,0 +1,176 @@
+"""D3 (Wang et al., "D3: Deep dual-domain based fast restoration of JPEG-compressed images",
+CVPR 2016), with the quantization intervals from each file's real table.
+
+Every 8x8 patch goes through two stages (Fig. 1), each an SC analysis module (1-SI, eq. 7-8)
+followed by an SC synthesis module (Fig. 3):
+
+- Stage I (DCT domain): ``y = T x`` (constant DCT of the level-shifted patch, 0..1 scale),
+  ``alpha = theta * s1(D_A y / theta)``, ``Phi alpha = D_S alpha``;
+- Stage II (pixel domain): ``z = T^-1 Phi alpha``, ``beta = gamma * s1(D_A' z / gamma)``, output
+  ``Psi beta = D_S' beta`` (+ the level shift).
+
+``s1`` is the unit-threshold shrinkage ``sign(u) max(|u| - 1, 0)``; eq. (8) writes the
+shrinkage with a trainable threshold per atom, ``s_theta(u) = theta s1(u / theta)``: the two
+diagonal layers ``diag(1/theta)`` and ``diag(theta)`` are tied reciprocals (the issue lists
+them as ``diag(theta)`` / ``diag(1/theta)``: the same layers with ``theta`` named for its
+reciprocal). ``D_A``: ``p x 64``, ``D_S``: ``64 x p``, no biases; ``p = 128`` or ``256``
+(D3-128, D3-256). Parameters: ``2 (2 p 64 + p)``; the paper's 66,560 for D3-256 counts
+``diag(theta)`` and ``diag(1/theta)`` separately (eq. 11).
+
+Box constraint: ``Phi alpha`` should lie in the patch's quantization interval ``[(c - 1/2) q,
+(c + 1/2) q]`` (``c``: integer coefficients, ``q``: the file's real table). Training adds the
+box loss ``L_B = ||[Phi alpha - q_U]+||^2 + ||[q_L - Phi alpha]+||^2`` (eq. 3) to the L2 loss
+of the output, equally weighted (Sec. 4.1); training patches are the coding blocks of the
+block-aligned training patches, so their intervals are exact. At inference the stage-I output
+is clamped into the interval (:func:`kdecode.ops.clamp_blocks`, the CUDA kernel on GPUs); the
+same clamp runs in training so that training sees what inference computes (``L_B`` acts on
+the unclamped output, whose gradient the clamp would stop). ``box=False`` drops both (the
+ablation).
+
+Inference (Sec. 4.1): 8x8 patches at stride 4, outputs averaged where they overlap. A patch
+off the coding grid takes the interval of the most similar coding block (least mean squared
+difference of the decoded samples) among those it overlaps, all inside its 16x16
+neighbourhood.
+
+Initialisation: the paper initialises ``D_A, D_S, theta`` from a solved sparse-coding model
+(``Phi^T, Phi, lambda``). ``init="frame"`` (the default here) starts each stage as a Parseval
+frame, ``D_A`` with orthonormal columns (random, seeded) and ``D_S = D_A^T``, so ``D_S D_A =
+I``, with small thresholds: the model starts at the JPEG decode. A learned-dictionary start
+(``Phi`` from sparse coding of training blocks) is not implemented yet.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import blocks_to_planes, clamp_blocks, dct_blocks, idct_blocks, plane_to_blocks
+from .coefficient import CoefficientRestorer
+
+SIZES = (128, 256)
+INITS = ("frame", "random")
+STRIDE = 4
+
+
+def shrink(u: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Eq. (8): ``theta * s1(u / theta)``, ``s1(v) = sign(v) max(|v| - 1, 0)``."""
+    v = u / theta
+    return theta * torch.sign(v) * torch.relu(v.abs() - 1.0)
+
+
+class SCStage(nn.Module):
+    """SC analysis (1-SI) + SC synthesis on vectors ``[..., 64]``."""
+
+    def __init__(self, atoms: int, init: str = "frame", threshold: float = 1e-3):
+        super().__init__()
+        self.analysis = nn.Linear(64, atoms, bias=False)    # D_A
+        self.synthesis = nn.Linear(atoms, 64, bias=False)   # D_S
+        self.theta = nn.Parameter(torch.full((atoms,), threshold))
+        if init == "frame":
+            with torch.no_grad():
+                frame, _ = torch.linalg.qr(torch.randn(atoms, 64, dtype=torch.float64))
+                self.analysis.weight.copy_(frame)
+                self.synthesis.weight.copy_(frame.T)
+
+    def forward(self, x):
+        # |theta|: a threshold is a magnitude; an optimizer step may cross zero.
+        return self.synthesis(shrink(self.analysis(x), self.theta.abs() + 1e-6))
+
+
+class D3Net(nn.Module):
+    """Stage I (DCT) and stage II (pixel) on patches ``[..., 8, 8]``: what a weights file holds."""
+
+    def __init__(self, atoms: int = 256, init: str = "frame", box: bool = True):
+        super().__init__()
+        self.box = box
+        self.dct_stage = SCStage(atoms, init)
+        self.pixel_stage = SCStage(atoms, init)
+
+    def forward(self, patches: torch.Tensor, quantized: torch.Tensor, qtable: torch.Tensor):
+        """Decoded patches ``[N, L, 8, 8]`` (0..1, level-shifted by the caller: 0 = grey 128),
+        their intervals' integer coefficients ``[N, L, 8, 8]`` and tables (``[8, 8]`` or
+        ``[N, 8, 8]``) -> (restored patches, stage-I coefficients before the clamp, 0..1
+        scale), both ``[N, L, 8, 8]``."""
+        n, length = patches.shape[:2]
+        y = dct_blocks(patches.float())                                          # T
+        phi_alpha = self.dct_stage(y.reshape(n, length, 64)).reshape(n, length, 8, 8)
+        constrained = phi_alpha
+        if self.box:
+            constrained = clamp_blocks((phi_alpha * 255.0)[:, :, None], quantized[:, :, None], qtable)[:, :, 0] / 255.0
+        z = idct_blocks(constrained)                                              # T^-1
+        return self.pixel_stage(z.reshape(n, length, 64)).reshape(n, length, 8, 8), phi_alpha
+
+
+def box_loss(coefficients: torch.Tensor, quantized: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
+    """Eq. (3), mean over coefficients: squared distance of each coefficient (0..1 scale) to
+    its interval ``[(c - 1/2) q, (c + 1/2) q] / 255``; zero inside."""
+    q = qtable.float() / 255.0
+    c = quantized.float()
+    return (torch.relu(coefficients - (c + 0.5) * q) ** 2 + torch.relu((c - 0.5) * q - coefficients) ** 2).mean()
+
+
+class D3(CoefficientRestorer):
+    """D3 as a :class:`Decoder`: luma restored patch-wise from its blocks and the file's real
+    table (chroma exact). ``atoms``: 128 or 256 (D3-128, D3-256); ``quality``: the training
+    quality (see :class:`CoefficientRestorer`)."""
+
+    name = "d3"
+    loss_description = "L2 on the output + box loss L_B on the DCT-stage output (equal weights)"
+    input_description = "8x8 patches of the float decode, intervals from the quantized blocks and real qtable"
+
+    def __init__(self, atoms: int = 256, init: str = "frame", box: bool = True, quality: int | None = None):
+        super().__init__()
+        if atoms not in SIZES or init not in INITS:
+            raise ValueError(f"atoms must be one of {SIZES} and init one of {INITS}, got {atoms!r}, {init!r}")
+        self.quality = quality
+        self.net = D3Net(atoms, init, box)
+
+    def forward(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
+        """Integer blocks ``[N, bh, bw, 8, 8]`` + tables -> restored luma ``[N, 1, 8 bh, 8 bw]``:
+        patches at stride 4, averaged (Sec. 4.1)."""
+        n, bh, bw = blocks.shape[:3]
+        plane = blocks_to_planes(blocks, qtable)[:, None] / 255.0 - 128.0 / 255.0   # [N, 1, H, W], level-shifted
+        h, w = plane.shape[-2:]
+        patches = F.unfold(plane, 8, stride=STRIDE)                                  # [N, 64, L]
+        length = patches.shape[-1]
+        patches = patches.transpose(1, 2).reshape(n, length, 8, 8)
+        quantized = _interval_blocks(patches, plane, blocks)
+        out, _ = self.net(patches, quantized, qtable)
+        out = out.reshape(n, length, 64).transpose(1, 2)
+        ones = torch.ones(1, 64, length, dtype=out.dtype, device=out.device)
+        total = F.fold(out, (h, w), 8, stride=STRIDE)
+        return total / F.fold(ones, (h, w), 8, stride=STRIDE) + 128.0 / 255.0
+
+    def training_loss(self, plane: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """L2 + L_B on the coding blocks of block-aligned decoded planes ``[N, 1, H, W]`` (their
+        intervals are exact: the training patches are JPEG blocks, as in Sec. 4.1)."""
+        blocks, table = self.plane_blocks(plane)
+        n = blocks.shape[0]
+        patches = plane_to_blocks(plane[:, 0].float() - 128.0 / 255.0).reshape(n, -1, 8, 8)
+        quantized = blocks.reshape(n, -1, 8, 8)
+        out, phi_alpha = self.net(patches, quantized, table)
+        original = plane_to_blocks(target[:, 0].float() - 128.0 / 255.0).reshape(n, -1, 8, 8)
+        loss = F.mse_loss(out, original)
+        return loss + box_loss(phi_alpha, quantized, table) if self.net.box else loss
+
+
+def _interval_blocks(patches: torch.Tensor, plane: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """The integer coefficients whose intervals each stride-4 patch takes: its own coding
+    block on the grid, else the most similar (least squared difference of decoded samples)
+    of the coding blocks it overlaps. ``patches``: ``[N, L, 8, 8]`` in unfold order;
+    ``plane``: the decoded ``[N, 1, H, W]``; ``blocks``: ``[N, bh, bw, 8, 8]``."""
+    n, bh, bw = blocks.shape[:3]
+    ny, nx = (plane.shape[-2] - 8) // STRIDE + 1, (plane.shape[-1] - 8) // STRIDE + 1
+    coded = plane_to_blocks(plane[:, 0])                                              # [N, bh, bw, 8, 8]
+    iy = torch.arange(ny, device=blocks.device) * STRIDE
+    ix = torch.arange(nx, device=blocks.device) * STRIDE
+    rows = torch.stack([iy // 8, torch.clamp((iy + 7) // 8, max=bh - 1)])            # [2, ny] candidates
+    cols = torch.stack([ix // 8, torch.clamp((ix + 7) // 8, max=bw - 1)])            # [2, nx]
+    cand_r = rows[:, None, :, None].expand(2, 2, ny, nx).reshape(4, -1)              # [4, L]
+    cand_c = cols[None, :, None, :].expand(2, 2, ny, nx).reshape(4, -1)
+    candidates = coded[:, cand_r, cand_c]                                             # [N, 4, L, 8, 8]
+    distance = ((candidates - patches[:, None]) ** 2).sum((-1, -2))                   # [N, 4, L]
+    best = distance.argmin(1)                                                         # [N, L]
+    r = cand_r.T.gather(1, best.T).T if n else cand_r[0]
+    c = cand_c.T.gather(1, best.T).T if n else cand_c[0]
+    return blocks[torch.arange(n, device=blocks.device)[:, None], r, c]              # [N, L, 8, 8]
