@@ -148,3 +148,15 @@ def test_train_command_card_and_registry(tmp_path):
             registry.load_model("d3")
         assert registry.resolve_model("auto", "cpu", 10) != "d3"
         assert registry.resolve_model("auto", "cuda", 10) != "d3"
+
+
+def test_tiled_inference_equals_the_whole_grid(monkeypatch):
+    blocks = torch.randint(-10, 10, (2, 9, 13, 8, 8), dtype=torch.int16)
+    qtable = torch.randint(1, 50, (8, 8))
+    model = _model()
+    with torch.no_grad():
+        model.net.dct_stage.synthesis.weight.normal_(0, 0.3)  # clamps active: intervals matter
+        whole = model(blocks, qtable)
+        monkeypatch.setattr(model, "max_call_samples", 2 * 64 * 5 ** 2)  # 3-block cores + 2 x 1
+        tiled = model(blocks, qtable)
+    assert torch.allclose(whole, tiled, atol=1e-6)

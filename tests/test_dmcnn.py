@@ -160,3 +160,18 @@ def test_registered_without_weights_and_never_auto():
             registry.load_model("dmcnn")
         for device in ("cpu", "cuda"):
             assert registry.resolve_model("auto", device, 10) != "dmcnn"
+
+
+def test_tiled_inference_equals_the_whole_grid(monkeypatch):
+    """Large inputs run in tiles with 22 blocks of context: the same numbers as one call."""
+    blocks = torch.randint(-10, 10, (1, 50, 79, 8, 8), dtype=torch.int16)
+    qtable = torch.randint(1, 50, (8, 8))
+    model = _model(features=4)
+    calls = []
+    model.net.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        whole = model(blocks, qtable)
+        monkeypatch.setattr(model, "max_call_samples", 64 * 60 ** 2)  # 16-block cores + 2 x 22
+        tiled = model(blocks, qtable)
+    assert len(calls) == 1 + 4 * 5
+    assert torch.allclose(whole, tiled, atol=1e-5)

@@ -26,6 +26,34 @@ class CoefficientRestorer(Decoder):
     validation on stored planes) uses its IJG table, inference uses each file's own tables."""
 
     quality: int | None = None
+    #: samples (batch x height x width) of one inference call: a larger input runs in tiles
+    #: (:meth:`tiled`), so memory stays bounded on any image size
+    max_call_samples = 1 << 22
+    #: blocks of context a tile needs on every side (the receptive field's reach); 0: never tiled
+    margin_blocks = 0
+    #: tile origins stay on multiples of this many blocks (the strides of the network's levels)
+    tile_multiple = 1
+
+    def tiled(self, run, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
+        """``run(blocks, qtable)`` (the forward pass) on the block grid, in tiles when the input
+        is larger than :attr:`max_call_samples` and no gradient is needed: each tile carries
+        :attr:`margin_blocks` of context on every side, so every output sample still sees its
+        whole receptive field and the result is the untiled one."""
+        n, bh, bw = blocks.shape[:3]
+        if torch.is_grad_enabled() or not self.margin_blocks or n * bh * bw * 64 <= self.max_call_samples:
+            return run(blocks, qtable)
+        k = self.tile_multiple
+        m = -(-self.margin_blocks // k) * k
+        side = int((self.max_call_samples / (64 * n)) ** 0.5)  # blocks, tile + margins
+        core = max(k, (side - 2 * m) // k * k)
+        out = torch.empty(n, 1, 8 * bh, 8 * bw, device=blocks.device)
+        for r in range(0, bh, core):
+            for c in range(0, bw, core):
+                r0, c0 = max(0, r - m), max(0, c - m)
+                tile = run(blocks[:, r0:min(bh, r + core + m), c0:min(bw, c + core + m)], qtable)
+                out[..., 8 * r:8 * (r + core), 8 * c:8 * (c + core)] = \
+                    tile[..., 8 * (r - r0):8 * (r - r0 + core), 8 * (c - c0):8 * (c - c0 + core)]
+        return out
 
     def training_table(self, device) -> torch.Tensor:
         if self.quality is None:

@@ -125,10 +125,16 @@ class D3(CoefficientRestorer):
         self.quality = quality
         self.net = D3Net(atoms, init, box)
 
+    #: a block reaches the patches overlapping it: 4 samples beyond it
+    margin_blocks = 1
+
     def forward(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
         """Integer blocks ``[N, bh, bw, 8, 8]`` + tables -> restored luma ``[N, 1, 8 bh, 8 bw]``:
-        patches at stride 4, averaged (Sec. 4.1)."""
-        n, bh, bw = blocks.shape[:3]
+        patches at stride 4, averaged (Sec. 4.1); large inputs in tiles."""
+        return self.tiled(self._patchwise, blocks, qtable)
+
+    def _patchwise(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
+        n = blocks.shape[0]
         plane = blocks_to_planes(blocks, qtable)[:, None] / 255.0 - 128.0 / 255.0   # [N, 1, H, W], level-shifted
         h, w = plane.shape[-2:]
         patches = F.unfold(plane, 8, stride=STRIDE)                                  # [N, 64, L]

@@ -158,9 +158,14 @@ class DMCNN(CoefficientRestorer):
         self.net = DMCNNNet(features, dru)
         self.net.to(memory_format=torch.channels_last)
 
+    #: measured reach of one block's change: 168 samples (21 blocks); the DCT branch's stride-2
+    #: level needs tile origins on even blocks
+    margin_blocks, tile_multiple = 22, 2
+
     def forward(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
-        """Integer blocks ``[N, bh, bw, 8, 8]`` + tables -> restored luma ``[N, 1, 8 bh, 8 bw]``."""
-        return self.net(blocks, qtable)[0]
+        """Integer blocks ``[N, bh, bw, 8, 8]`` + tables -> restored luma ``[N, 1, 8 bh, 8 bw]``
+        (large inputs in tiles: :meth:`~CoefficientRestorer.tiled`)."""
+        return self.tiled(lambda b, q: self.net(b, q)[0], blocks, qtable)
 
     def training_loss(self, plane: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Eq. (7) for float decoded planes and originals ``[N, 1, H, W]`` (H, W multiples of 8:
