@@ -143,6 +143,14 @@ def test_train_command_card_and_registry(tmp_path):
     assert card["arch_kwargs"] == {"quality": 20, "atoms": 128, "box": True} and "L_B" in card["training"]["loss"]
     model = registry.load_weights(registry.card_for_weights(run / "d3_q20.safetensors"))
     assert isinstance(model, D3) and model.net.box
+    # kdecode eval with the assumed-quality intervals: its own entry in the card.
+    weights = str(run / "d3_q20.safetensors")
+    assert train_main(["eval", "--weights", weights, "--quality", "20", "--data", str(tmp_path / "val"),
+                       "--intervals", "assumed", "--update-card", "-q"]) == 0
+    metrics = json.loads((run / "d3_q20.json").read_text())["metrics"]
+    assert list(metrics) == ["val (assumed IJG intervals)"] and "20" in metrics["val (assumed IJG intervals)"]
+    assert train_main(["eval", "--quality", "20", "--data", str(tmp_path / "val"), "--intervals", "assumed",
+                       "-q"]) == 2  # the exact decode has no box constraint
     assert "d3" in list_models()
     if not registry.shipped_cards("d3"):
         with pytest.raises(KdecodeError, match="no weights"):
@@ -161,3 +169,15 @@ def test_tiled_inference_equals_the_whole_grid(monkeypatch):
         monkeypatch.setattr(model, "max_call_samples", 2 * 64 * 5 ** 2)  # 3-block cores + 2 x 1
         tiled = model(blocks, qtable)
     assert torch.allclose(whole, tiled, atol=1e-6)
+
+
+def test_assumed_quality_intervals_change_the_result():
+    camera = np.clip(np.arange(64) // 3 + 2, 1, 255)
+    coeffs = read_coefficients(jpeg(smooth_image(32, 40), 50, qtables=[[int(v) for v in camera]]))
+    model = _model()
+    with torch.no_grad():
+        model.net.dct_stage.synthesis.weight.normal_(0, 0.3)
+        real = model.decode(coeffs)
+        model.intervals = "assumed"
+        assumed = model.decode(coeffs)
+    assert real.shape == assumed.shape and not torch.equal(real, assumed)

@@ -175,3 +175,30 @@ def test_tiled_inference_equals_the_whole_grid(monkeypatch):
         tiled = model(blocks, qtable)
     assert len(calls) == 1 + 4 * 5
     assert torch.allclose(whole, tiled, atol=1e-5)
+
+
+def test_assumed_quality_intervals_for_the_comparison():
+    """``intervals="assumed"``: the IJG table of the nearest quality, the decoded coefficients
+    requantized with it. Same as the real ones for an IJG file; different boxes for a non-IJG
+    table, and the DRU then keeps to those."""
+    model = _wild(_model())
+    model.intervals = "assumed"
+    ijg = component_blocks(read_coefficients(jpeg(smooth_image(24, 24), 35)), 0)
+    c, q = model.interval_blocks(ijg[0][None], ijg[1])
+    assert torch.equal(c[0], ijg[0]) and torch.equal(q.int(), ijg[1])
+    camera = np.clip(np.arange(64) // 3 + 2, 1, 255)
+    blocks, qtable = component_blocks(read_coefficients(jpeg(smooth_image(40, 48), 50, qtables=[[int(v) for v in camera]])), 0)
+    c, q = model.interval_blocks(blocks[None], qtable)
+    assert not torch.equal(q.int(), qtable)
+    lo, hi = _intervals(c, q)
+    decoded = blocks[None].double() * qtable
+    assert ((decoded >= lo - 1e-6) & (decoded <= hi + 1e-6)).all()  # the decode lies in both boxes
+    with torch.no_grad():
+        estimate = model.net.coefficients(blocks[None], qtable, (c, q)).double()
+        restored = model(blocks[None], qtable)
+    assert ((estimate >= lo - 1e-3) & (estimate <= hi + 1e-3)).all()
+    real_lo, real_hi = _intervals(blocks[None], qtable)
+    assert not ((estimate >= real_lo - 1e-3) & (estimate <= real_hi + 1e-3)).all()
+    model.intervals = "real"
+    with torch.no_grad():
+        assert not torch.equal(restored, model(blocks[None], qtable))

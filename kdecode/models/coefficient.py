@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from ..jpeg.coefficients import JpegCoefficients
-from ..jpeg.quality import ijg_table
-from ..ops import pad_to_blocks, planes_to_blocks
+from ..jpeg.quality import estimate_quality, ijg_table
+from ..ops import pad_to_blocks, planes_to_blocks, quantize
 from ..pipeline import component_blocks, decode_restoring_luma, to_samples
 from .base import Decoder
 
@@ -33,6 +33,25 @@ class CoefficientRestorer(Decoder):
     margin_blocks = 0
     #: tile origins stay on multiples of this many blocks (the strides of the network's levels)
     tile_multiple = 1
+    #: where box constraints take their intervals: ``"real"`` (the file's table, the product) or
+    #: ``"assumed"`` (the IJG table of the nearest quality, for the comparison the issue asks for)
+    intervals = "real"
+
+    def interval_blocks(self, blocks: torch.Tensor, qtable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(integer coefficients, table) that define the quantization intervals of ``blocks``.
+
+        ``"real"``: the file's own. ``"assumed"``: what a decoder that assumes an IJG quality
+        would use: the table of the quality nearest the real one (:func:`estimate_quality`) and
+        the decoded coefficients ``c q`` requantized with it; the decoded value lies in that
+        interval too, but the original's true interval is the real one."""
+        if self.intervals == "real":
+            return blocks, qtable
+        tables = qtable.reshape(-1, 8, 8).cpu().numpy()
+        assumed = torch.stack([torch.from_numpy(ijg_table(estimate_quality(t)[0]).astype("float32")) for t in tables])
+        assumed = assumed.to(blocks.device).reshape(qtable.shape)
+        q = qtable.float() if qtable.dim() == 2 else qtable.float()[:, None, None]
+        a = assumed if assumed.dim() == 2 else assumed[:, None, None]
+        return quantize(blocks.float() * q, a), assumed
 
     def tiled(self, run, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
         """``run(blocks, qtable)`` (the forward pass) on the block grid, in tiles when the input

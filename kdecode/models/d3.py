@@ -140,8 +140,9 @@ class D3(CoefficientRestorer):
         patches = F.unfold(plane, 8, stride=STRIDE)                                  # [N, 64, L]
         length = patches.shape[-1]
         patches = patches.transpose(1, 2).reshape(n, length, 8, 8)
-        quantized = _interval_blocks(patches, plane, blocks)
-        out, _ = self.net(patches, quantized, qtable)
+        interval_blocks, interval_table = self.interval_blocks(blocks, qtable)
+        quantized = _interval_blocks(patches, plane, interval_blocks)
+        out, _ = self.net(patches, quantized, interval_table)
         out = out.reshape(n, length, 64).transpose(1, 2)
         ones = torch.ones(1, 64, length, dtype=out.dtype, device=out.device)
         total = F.fold(out, (h, w), 8, stride=STRIDE)

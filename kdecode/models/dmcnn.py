@@ -111,10 +111,11 @@ class DMCNNNet(nn.Module):
         self.pixel = PixelBranch(features)
         self.r = nn.Parameter(torch.tensor(0.5))
 
-    def coefficients(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
+    def coefficients(self, blocks: torch.Tensor, qtable: torch.Tensor, intervals=None) -> torch.Tensor:
         """The DCT branch: integer blocks ``[N, bh, bw, 8, 8]`` + real tables (``[8, 8]`` or
         ``[N, 8, 8]``) -> restored float coefficients, dequantized scale, same shape; inside
-        every coefficient's quantization interval when the DRU is on."""
+        every coefficient's quantization interval when the DRU is on. ``intervals``: (integer
+        coefficients, table) of those intervals; default the blocks' own, ``(blocks, qtable)``."""
         n, bh, bw = blocks.shape[:3]
         q = qtable.float()
         q = q if q.dim() == 2 else q[:, None, None]
@@ -128,12 +129,12 @@ class DMCNNNet(nn.Module):
         residual = self.dct(x.contiguous(memory_format=torch.channels_last)).float()[..., :bh, :bw]
         with torch.autocast(blocks.device.type, enabled=False):
             estimate = (coefficients + residual.permute(0, 2, 3, 1).reshape(n, bh, bw, 8, 8)) * 255.0
-            return clamp_blocks(estimate, blocks, qtable) if self.dru else estimate
+            return clamp_blocks(estimate, *(intervals or (blocks, qtable))) if self.dru else estimate
 
-    def forward(self, blocks: torch.Tensor, qtable: torch.Tensor, side_outputs: bool = False):
+    def forward(self, blocks: torch.Tensor, qtable: torch.Tensor, side_outputs: bool = False, intervals=None):
         """Integer blocks ``[N, bh, bw, 8, 8]`` + real tables -> ``(O_0, [O_1, O_2,] O_D)``:
         planes ``[N, 1, ...]`` on the 0..1 scale (``O_1, O_2`` with ``side_outputs`` only)."""
-        estimate = self.coefficients(blocks, qtable)
+        estimate = self.coefficients(blocks, qtable, intervals)
         with torch.autocast(blocks.device.type, enabled=False):
             plane_c = blocks_to_planes(blocks, qtable)[:, None] / 255.0  # C: the float decode
             plane_d = blocks_to_planes(estimate)[:, None] / 255.0         # O_D
@@ -165,7 +166,7 @@ class DMCNN(CoefficientRestorer):
     def forward(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
         """Integer blocks ``[N, bh, bw, 8, 8]`` + tables -> restored luma ``[N, 1, 8 bh, 8 bw]``
         (large inputs in tiles: :meth:`~CoefficientRestorer.tiled`)."""
-        return self.tiled(lambda b, q: self.net(b, q)[0], blocks, qtable)
+        return self.tiled(lambda b, q: self.net(b, q, intervals=self.interval_blocks(b, q))[0], blocks, qtable)
 
     def training_loss(self, plane: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Eq. (7) for float decoded planes and originals ``[N, 1, H, W]`` (H, W multiples of 8:

@@ -104,7 +104,15 @@ def _cmd_eval(args) -> int:
                 decoder = load_weights(card_for_weights(args.weights), device)
             else:
                 decoder = load_model(args.model, quality=q, device=device)
+            if args.intervals != "real":
+                if not hasattr(decoder, "intervals"):
+                    print(f"error: --intervals applies to models with box constraints (dmcnn, d3), not {args.model}",
+                          file=sys.stderr)
+                    return 2
+                decoder.intervals = args.intervals
             r = evaluate(decoder, data, q, device, progress=not args.quiet)
+            if args.intervals != "real":  # its own entry: never mistaken for (or overwriting) the real-table figure
+                r["dataset"] = f"{r['dataset']} (assumed IJG intervals)"
             results.append(r)
             card = getattr(decoder, "card", None)
             if args.update_card and card is not None:
@@ -185,6 +193,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--data", required=True, nargs="+", help="folders of lossless images")
     p.add_argument("--weights", help="a .safetensors file (card beside it) instead of the shipped weights")
     p.add_argument("--device")
+    p.add_argument("--intervals", choices=["real", "assumed"], default="real",
+                   help="box constraints from the file's real table, or from the nearest IJG quality's (comparison)")
     p.add_argument("--update-card", action="store_true", help="write the results into the weights' card")
     p.add_argument("--json", help="write all results (per image too) to this file")
     p.add_argument("-q", "--quiet", action="store_true")
