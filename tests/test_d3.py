@@ -10,13 +10,13 @@ import torch
 from kdecode import list_models, read_coefficients
 from kdecode.errors import KdecodeError
 from kdecode.models import registry
-from kdecode.models.d3 import D3, _interval_blocks, box_loss, shrink
+from kdecode.models.d3 import D3, SPARSITY, _interval_blocks, box_loss, shrink
 from kdecode.ops import blocks_to_planes, dct_blocks, plane_to_blocks
 from kdecode.pipeline import component_blocks, decode_exact
 from kdecode.train.cli import main as train_main
 
 from test_zoo_train import _tiny_data
-from zoo_helpers import jpeg, smooth_image
+from zoo_helpers import jpeg, smooth_image, training_pair
 
 
 def _model(**kw):
@@ -113,13 +113,7 @@ def test_restore_from_planes_is_the_decode_from_coefficients():
 
 
 def test_training_steps_lower_the_loss():
-    ys = [smooth_image(32, 32, seed=s) for s in range(2)]
-    planes = []
-    for y in ys:
-        blocks, qtable = component_blocks(read_coefficients(jpeg(y, 10)), 0)
-        planes.append(blocks_to_planes(blocks, qtable) / 255.0)
-    x = torch.stack(planes)[:, None]
-    target = torch.from_numpy(np.stack(ys)).float()[:, None] / 255
+    x, target = training_pair([smooth_image(32, 32, seed=s) for s in range(2)], 10)
     model = _model(quality=10).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
@@ -137,10 +131,10 @@ def test_train_command_card_and_registry(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--model", "d3", "--quality", "20", "--atoms", "128", "--data-root", str(tmp_path),
             "--train-sets", "train", "--val-set", "val", "--val-images", "1", "--steps", "2", "--batch", "1",
-            "--patch", "32", "--warmup", "1", "--out", str(run), "-q"]
+            "--patch", "32", "--warmup", "1", "--d3-init", "frame", "--out", str(run), "-q"]
     assert train_main(args) == 0
     card = json.loads((run / "d3_q20.json").read_text())
-    assert card["arch_kwargs"] == {"quality": 20, "atoms": 128, "box": True} and "L_B" in card["training"]["loss"]
+    assert card["arch_kwargs"] == {"quality": 20, "atoms": 128, "box": True, "init": "frame"} and "L_B" in card["training"]["loss"]
     model = registry.load_weights(registry.card_for_weights(run / "d3_q20.safetensors"))
     assert isinstance(model, D3) and model.net.box
     # kdecode eval with the assumed-quality intervals: its own entry in the card.
@@ -181,3 +175,42 @@ def test_assumed_quality_intervals_change_the_result():
         model.intervals = "assumed"
         assumed = model.decode(coeffs)
     assert real.shape == assumed.shape and not torch.equal(real, assumed)
+
+
+def test_sparse_coding_start():
+    """Dictionaries learned on training blocks: unit-norm atoms that reach a lower sparse-coding
+    objective than random atoms; D_A = Phi^T, D_S D_A = I on the blocks, theta = lambda."""
+    x, target = training_pair([smooth_image(64, 64, seed=s) for s in range(4)], 10)
+    model = _model(quality=10)
+    before = model.net.pixel_stage.analysis.weight.clone()
+    model.init_from_data(x, target)
+    stage = model.net.pixel_stage
+    phi = stage.analysis.weight.T
+    assert not torch.equal(stage.analysis.weight, before)
+    assert torch.allclose(phi.norm(dim=0), torch.ones(128), atol=1e-5)
+    assert torch.all(stage.theta == SPARSITY)
+    signals = plane_to_blocks(target[:, 0] - 128 / 255).reshape(-1, 64)
+    again = signals @ stage.analysis.weight.T @ stage.synthesis.weight.T  # D_S D_A x = x
+    assert ((again - signals).norm() / signals.norm()).item() < 0.01
+
+    def error(dictionary, steps=50):  # ISTA objective reached with a dictionary
+        step, a = 1 / torch.linalg.matrix_norm(dictionary, 2) ** 2, torch.zeros(len(signals), 128)
+        for _ in range(steps):
+            u = a + step * (signals - a @ dictionary.T) @ dictionary
+            a = torch.sign(u) * torch.relu(u.abs() - step * SPARSITY)
+        return (0.5 * ((signals - a @ dictionary.T) ** 2).sum(1) + SPARSITY * a.abs().sum(1)).mean()
+
+    random = torch.randn(64, 128, generator=torch.Generator().manual_seed(0))
+    assert error(phi) < error(random / random.norm(dim=0))
+
+
+def test_training_starts_from_the_training_patches(tmp_path, monkeypatch):
+    """The loop hands a first batch of training patches to init_from_data (the sparse start)."""
+    _tiny_data(tmp_path)
+    seen = []
+    monkeypatch.setattr(D3, "init_from_data", lambda self, x, y: seen.append((self.init, x.shape, y.shape)))
+    args = ["train", "--model", "d3", "--quality", "20", "--atoms", "128", "--data-root", str(tmp_path),
+            "--train-sets", "train", "--val-set", "", "--steps", "1", "--batch", "1", "--patch", "32",
+            "--warmup", "1", "--out", str(tmp_path / "run"), "-q"]
+    assert train_main(args) == 0
+    assert seen == [("sparse", (64, 1, 32, 32), (64, 1, 32, 32))]

@@ -18,7 +18,7 @@ from kdecode.pipeline import component_blocks, decode_exact
 from kdecode.train.cli import main as train_main
 
 from test_zoo_train import _tiny_data
-from zoo_helpers import jpeg, smooth_image
+from zoo_helpers import jpeg, smooth_image, training_pair
 
 
 def _model(**kw):
@@ -118,13 +118,7 @@ def test_restore_from_planes_is_the_decode_from_coefficients():
 
 
 def test_training_steps_lower_the_loss():
-    ys = [smooth_image(32, 32, seed=s) for s in range(2)]
-    planes = []
-    for y in ys:
-        blocks, qtable = component_blocks(read_coefficients(jpeg(y, 10)), 0)
-        planes.append(blocks_to_planes(blocks, qtable) / 255.0)
-    x = torch.stack(planes)[:, None]
-    target = torch.from_numpy(np.stack(ys)).float()[:, None] / 255
+    x, target = training_pair([smooth_image(32, 32, seed=s) for s in range(2)], 10)
     model = _model(quality=10).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []

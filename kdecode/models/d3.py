@@ -33,10 +33,16 @@ difference of the decoded samples) among those it overlaps, all inside its 16x16
 neighbourhood.
 
 Initialisation: the paper initialises ``D_A, D_S, theta`` from a solved sparse-coding model
-(``Phi^T, Phi, lambda``). ``init="frame"`` (the default here) starts each stage as a Parseval
-frame, ``D_A`` with orthonormal columns (random, seeded) and ``D_S = D_A^T``, so ``D_S D_A =
-I``, with small thresholds: the model starts at the JPEG decode. A learned-dictionary start
-(``Phi`` from sparse coding of training blocks) is not implemented yet.
+(``Phi^T, Phi, lambda``). ``init="sparse"`` (the training default) does that with dictionaries
+learned at the start of training (:meth:`D3.init_from_data`, called by the training loop on a
+first batch of training patches): ``Phi`` (stage I) from the DCT blocks of the decoded patches
+(the paper's quantized ``y_i``), ``Psi`` (stage II) from the original pixel blocks, each by
+:func:`learn_dictionary` (ISTA sparse codes and MOD dictionary updates, unit-norm atoms, seeded),
+then ``D_A = Phi^T``, ``theta = lambda`` and ``D_S = pinv(D_A)`` (rather than ``Phi``: an
+overcomplete ``Phi Phi^T`` is far from ``I``, and the (ridge-regularised) pseudo-inverse keeps
+``D_S D_A = I`` on the blocks' span, so the start is the decode up to the shrinkage). Until then (and for ``init="frame"``) each stage
+is a Parseval frame, ``D_A`` with orthonormal columns (random, seeded), ``D_S = D_A^T``, with
+small thresholds: the model starts at the JPEG decode. ``init="random"``: PyTorch's defaults.
 """
 from __future__ import annotations
 
@@ -48,7 +54,9 @@ from ..ops import blocks_to_planes, clamp_blocks, dct_blocks, idct_blocks, plane
 from .coefficient import CoefficientRestorer
 
 SIZES = (128, 256)
-INITS = ("frame", "random")
+INITS = ("sparse", "frame", "random")
+#: the sparse-coding weight lambda of the learned dictionaries (0..1 scale: ~5 grey levels)
+SPARSITY = 0.02
 STRIDE = 4
 
 
@@ -66,11 +74,25 @@ class SCStage(nn.Module):
         self.analysis = nn.Linear(64, atoms, bias=False)    # D_A
         self.synthesis = nn.Linear(atoms, 64, bias=False)   # D_S
         self.theta = nn.Parameter(torch.full((atoms,), threshold))
-        if init == "frame":
+        if init in ("frame", "sparse"):
             with torch.no_grad():
                 frame, _ = torch.linalg.qr(torch.randn(atoms, 64, dtype=torch.float64))
                 self.analysis.weight.copy_(frame)
                 self.synthesis.weight.copy_(frame.T)
+
+    @torch.no_grad()
+    def init_sparse(self, signals: torch.Tensor, sparsity: float = SPARSITY) -> None:
+        """``D_A = Phi^T``, ``D_S = pinv(D_A)``, ``theta = lambda`` from a dictionary learned on
+        ``signals [M, 64]`` (see the module docstring)."""
+        phi = learn_dictionary(signals, self.theta.numel(), sparsity)
+        self.analysis.weight.copy_(phi.T)
+        # D_S = (Phi Phi^T + eps I)^-1 Phi: the pseudo-inverse of D_A, regularised because
+        # atoms learned on smooth blocks may not span all 64 dimensions.
+        p = phi.double()
+        frame = p @ p.T
+        frame += 1e-4 * frame.trace() / 64 * torch.eye(64, dtype=p.dtype, device=p.device)
+        self.synthesis.weight.copy_(torch.linalg.solve(frame, p).float())
+        self.theta.fill_(sparsity)
 
     def forward(self, x):
         # |theta|: a threshold is a magnitude; an optimizer step may cross zero.
@@ -80,7 +102,7 @@ class SCStage(nn.Module):
 class D3Net(nn.Module):
     """Stage I (DCT) and stage II (pixel) on patches ``[..., 8, 8]``: what a weights file holds."""
 
-    def __init__(self, atoms: int = 256, init: str = "frame", box: bool = True):
+    def __init__(self, atoms: int = 256, init: str = "sparse", box: bool = True):
         super().__init__()
         self.box = box
         self.dct_stage = SCStage(atoms, init)
@@ -101,6 +123,34 @@ class D3Net(nn.Module):
         return self.pixel_stage(z.reshape(n, length, 64)).reshape(n, length, 8, 8), phi_alpha
 
 
+def learn_dictionary(signals: torch.Tensor, atoms: int, sparsity: float, rounds: int = 10,
+                     ista_steps: int = 20, seed: int = 0) -> torch.Tensor:
+    """A dictionary ``Phi [64, atoms]`` (unit-norm columns) for ``min ||x - Phi a||^2 / 2 +
+    sparsity ||a||_1`` over ``signals [M, 64]``: ``rounds`` of ISTA codes (from the previous
+    round's) and MOD updates (the least-squares dictionary for those codes). Starts from
+    random signals (random atoms when there are fewer signals than atoms); float64."""
+    x = signals.detach().double().reshape(-1, 64).cpu()
+    g = torch.Generator().manual_seed(seed)
+    phi = torch.randn(64, atoms, generator=g, dtype=torch.float64)
+    picked = x[torch.randperm(len(x), generator=g)[:atoms]].T
+    phi[:, :picked.shape[1]] += picked * 10
+    phi /= phi.norm(dim=0, keepdim=True)
+    codes = torch.zeros(len(x), atoms, dtype=torch.float64)
+    for _ in range(rounds):
+        step = 1.0 / torch.linalg.matrix_norm(phi, 2) ** 2
+        for _ in range(ista_steps):
+            u = codes + step * (x - codes @ phi.T) @ phi
+            codes = torch.sign(u) * torch.relu(u.abs() - step * sparsity)
+        gram = codes.T @ codes + 1e-6 * torch.eye(atoms, dtype=torch.float64)
+        phi = torch.linalg.solve(gram, codes.T @ x).T
+        unused = phi.norm(dim=0) < 1e-8  # atoms no code uses: restart them on random signals
+        phi[:, unused] = x[torch.randint(len(x), (int(unused.sum()),), generator=g)].T + 1e-3
+        norms = phi.norm(dim=0, keepdim=True)
+        phi /= norms
+        codes *= norms  # the same representation with unit-norm atoms
+    return phi.float().to(signals.device)
+
+
 def box_loss(coefficients: torch.Tensor, quantized: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
     """Eq. (3), mean over coefficients: squared distance of each coefficient (0..1 scale) to
     its interval ``[(c - 1/2) q, (c + 1/2) q] / 255``; zero inside."""
@@ -118,11 +168,11 @@ class D3(CoefficientRestorer):
     loss_description = "L2 on the output + box loss L_B on the DCT-stage output (equal weights)"
     input_description = "8x8 patches of the float decode, intervals from the quantized blocks and real qtable"
 
-    def __init__(self, atoms: int = 256, init: str = "frame", box: bool = True, quality: int | None = None):
+    def __init__(self, atoms: int = 256, init: str = "sparse", box: bool = True, quality: int | None = None):
         super().__init__()
         if atoms not in SIZES or init not in INITS:
             raise ValueError(f"atoms must be one of {SIZES} and init one of {INITS}, got {atoms!r}, {init!r}")
-        self.quality = quality
+        self.quality, self.init = quality, init
         self.net = D3Net(atoms, init, box)
 
     #: a block reaches the patches overlapping it: 4 samples beyond it
@@ -147,6 +197,16 @@ class D3(CoefficientRestorer):
         ones = torch.ones(1, 64, length, dtype=out.dtype, device=out.device)
         total = F.fold(out, (h, w), 8, stride=STRIDE)
         return total / F.fold(ones, (h, w), 8, stride=STRIDE) + 128.0 / 255.0
+
+    def init_from_data(self, plane: torch.Tensor, target: torch.Tensor) -> None:
+        """The sparse-coding start (``init="sparse"``) from decoded and original training
+        planes ``[N, 1, H, W]`` (block-aligned); other starts are left as they are."""
+        if self.init != "sparse":
+            return
+        decoded = plane_to_blocks(plane[:, 0].float() - 128.0 / 255.0)
+        original = plane_to_blocks(target[:, 0].float() - 128.0 / 255.0)
+        self.net.dct_stage.init_sparse(dct_blocks(decoded).reshape(-1, 64))
+        self.net.pixel_stage.init_sparse(original.reshape(-1, 64))
 
     def training_loss(self, plane: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """L2 + L_B on the coding blocks of block-aligned decoded planes ``[N, 1, H, W]`` (their

@@ -56,7 +56,7 @@ def _cmd_train(args) -> int:
         elif args.model == "dmcnn":
             arch_kwargs.update(dru=not args.no_dru)
         else:
-            arch_kwargs.update(atoms=args.atoms, box=not args.no_box)
+            arch_kwargs.update(atoms=args.atoms, box=not args.no_box, init=args.d3_init)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = args.out or f"runs/{args.model}_q{'-'.join(map(str, args.quality))}"
     cfg = TrainConfig(
@@ -170,6 +170,8 @@ def add_parsers(subparsers) -> None:
                    help="HR-CNN: start at the float JPEG decode (idct) or from random weights")
     p.add_argument("--no-dru", action="store_true", help="DMCNN: no DCT Rectify Unit (the ablation)")
     p.add_argument("--atoms", type=int, choices=[128, 256], default=256, help="D3: dictionary size p (D3-128, D3-256)")
+    p.add_argument("--d3-init", choices=["sparse", "frame", "random"], default="sparse",
+                   help="D3: start from dictionaries learned on the first training patches (the paper), a frame, or random")
     p.add_argument("--no-box", action="store_true", help="D3: no box constraint (no L_B, no clamp: the ablation)")
     p.add_argument("--init-from", help="weights (.safetensors or run folder) to start from: easy-to-hard transfer")
     p.add_argument("--seed", type=int, default=0)

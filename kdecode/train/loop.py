@@ -180,6 +180,8 @@ def train(cfg: TrainConfig) -> dict:
         step, elapsed, init_used = ckpt["step"], ckpt["elapsed"], ckpt.get("init_from")
     elif cfg.init_from:
         init_used = _load_init(model, cfg.init_from)
+    elif hasattr(model, "init_from_data"):  # a data-dependent start (D3's sparse-coding dictionaries)
+        model.init_from_data(*sampler.sample(max(cfg.batch, 64)))
 
     def save_checkpoint():
         tmp = ckpt_path.with_suffix(".tmp")
