@@ -113,8 +113,14 @@ class D3Net(nn.Module):
         their intervals' integer coefficients ``[N, L, 8, 8]`` and tables (``[8, 8]`` or
         ``[N, 8, 8]``) -> (restored patches, stage-I coefficients before the clamp, 0..1
         scale), both ``[N, L, 8, 8]``."""
+        # float32 throughout, also under autocast: four small matrix products, and the box
+        # intervals need the coefficients to a fraction of a quantization step.
+        with torch.autocast(patches.device.type, enabled=False):
+            return self._stages(patches.float(), quantized, qtable)
+
+    def _stages(self, patches, quantized, qtable):
         n, length = patches.shape[:2]
-        y = dct_blocks(patches.float())                                          # T
+        y = dct_blocks(patches)                                                  # T
         phi_alpha = self.dct_stage(y.reshape(n, length, 64)).reshape(n, length, 8, 8)
         constrained = phi_alpha
         if self.box:
