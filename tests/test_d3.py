@@ -214,3 +214,26 @@ def test_training_starts_from_the_training_patches(tmp_path, monkeypatch):
             "--warmup", "1", "--out", str(tmp_path / "run"), "-q"]
     assert train_main(args) == 0
     assert seen == [("sparse", (64, 1, 32, 32), (64, 1, 32, 32))]
+
+
+@pytest.mark.parametrize("offgrid", [False, True])
+def test_which_patches_are_clamped(offgrid):
+    """On-grid patches are clamped to their exact interval; off-grid ones only with the paper's
+    rule (offgrid_intervals), else they pass unclamped."""
+    blocks = torch.randint(-10, 10, (1, 3, 3, 8, 8), dtype=torch.int16)
+    qtable = torch.randint(1, 50, (8, 8))
+    seen = {}
+    for box in (True, False):
+        model = _model(box=box)
+        model.offgrid_intervals = offgrid
+        with torch.no_grad():
+            model.net.dct_stage.synthesis.weight.normal_(0, 0.5)
+            model.net.pixel_stage.register_forward_hook(lambda m, inp, out, box=box: seen.update({box: inp[0]}))
+            model(blocks, qtable)
+    clamped, free = (dct_blocks(seen[b].reshape(1, 25, 8, 8)) for b in (True, False))
+    on_grid = torch.tensor([(k // 5) % 2 == 0 and (k % 5) % 2 == 0 for k in range(25)])
+    own = blocks[0].reshape(9, 8, 8)
+    lo, hi = (own.double() - 0.5) * qtable / 255, (own.double() + 0.5) * qtable / 255
+    assert ((clamped[0, on_grid].double() >= lo - 1e-5) & (clamped[0, on_grid].double() <= hi + 1e-5)).all()
+    assert not torch.allclose(clamped[0, on_grid], free[0, on_grid])
+    assert torch.allclose(clamped[0, ~on_grid], free[0, ~on_grid], atol=1e-6) != offgrid
