@@ -35,3 +35,16 @@ def jpeg(img: np.ndarray, quality: int, **kw) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, "JPEG", quality=quality, **kw)
     return buf.getvalue()
+
+
+def training_pair(images: list[np.ndarray], quality: int):
+    """``(decoded, original)`` float ``[N, 1, H, W]`` on the 0..1 scale, as the training sampler
+    gives them: the float decode of each gray image's JPEG at ``quality``, and the image."""
+    import torch
+
+    from kdecode import read_coefficients
+    from kdecode.ops import blocks_to_planes
+    from kdecode.pipeline import component_blocks
+
+    planes = [blocks_to_planes(*component_blocks(read_coefficients(jpeg(y, quality)), 0)) / 255.0 for y in images]
+    return torch.stack(planes)[:, None], torch.from_numpy(np.stack(images)).float()[:, None] / 255

@@ -32,10 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..jpeg.coefficients import JpegCoefficients
-from ..jpeg.quality import ijg_table
-from ..ops import blocks_to_plane, dct_matrix, pad_to_blocks, planes_to_blocks
+from ..ops import blocks_to_plane, dct_matrix
 from ..pipeline import component_blocks, decode_restoring_luma, to_samples
-from .base import Decoder
+from .coefficient import CoefficientRestorer
 from .pixel import _init_last_small
 
 INPUTS = ("quantized", "dequantized")
@@ -104,13 +103,13 @@ class HRCNNNet(nn.Module):
         return torch.relu(x)
 
 
-class HRCNN(Decoder):
+class HRCNN(CoefficientRestorer):
     """HR-CNN as a :class:`Decoder`: restores the luma plane of gray and YCbCr files from its
     coefficient blocks; chroma (and files without luma) get the exact decode.
 
     ``quality`` is the quality the weights were trained for; :meth:`restore` uses its IJG table
-    to turn training planes back into the file's coefficients. Inference uses each file's own
-    tables. ``init``: ``"random"`` (PyTorch's defaults, with the start conditions commented
+    to turn training planes back into the file's coefficients (:class:`CoefficientRestorer`).
+    Inference uses each file's own tables. ``init``: ``"random"`` (PyTorch's defaults, with the start conditions commented
     below) or ``"idct"`` (start at the float JPEG decode; see :meth:`_init_idct`)."""
 
     name = "hrcnn"
@@ -181,36 +180,6 @@ class HRCNN(Decoder):
                 tile = self.net(kspace[..., r0:min(h, r + core + m), c0:min(w, c + core + m)])
                 out[..., r:r + core, c:c + core] = tile[..., r - r0:r - r0 + core, c - c0:c - c0 + core]
         return out
-
-    def training_table(self, device) -> torch.Tensor:
-        if self.quality is None:
-            raise ValueError("this HR-CNN has no training quality: build it with quality=Q to use restore()")
-        return torch.from_numpy(ijg_table(self.quality).astype("float32")).to(device)
-
-    def restore(self, plane: torch.Tensor) -> torch.Tensor:
-        """Float decoded plane ``[N, 1, H, W]`` (0..1, the float IDCT that the training pipeline
-        stores) -> restored plane, same shape. The plane is an exact linear image of the
-        dequantized blocks, so the forward DCT and rounding with the training quality's table
-        give back the file's integer coefficients (exactly, for whole-block planes such as the
-        training patches; at a cropped image edge the padded blocks are approximated)."""
-        h, w = plane.shape[-2:]
-        table = self.training_table(plane.device)
-        padded = pad_to_blocks(plane[:, 0].float() * 255.0)
-        blocks = planes_to_blocks(padded, table)
-        return self(blocks, table)[..., :h, :w]
-
-    def _device(self, device) -> torch.device:
-        device = torch.device(device) if device is not None else self.net.masks.device
-        self.to(device)
-        return device
-
-    def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:
-        return decode_restoring_luma(coeffs, self._restore_luma, self._device(device))
-
-    def _restore_luma(self, coeffs: JpegCoefficients, device) -> torch.Tensor:
-        blocks, qtable = component_blocks(coeffs, 0, device)
-        h, w = coeffs.component_size(0)
-        return to_samples(self(blocks[None], qtable)[0, 0, :h, :w])
 
     def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
         """One network call for the luma of the whole group: each grid is padded to the

@@ -85,6 +85,14 @@ def build(name: str, **arch_kwargs) -> Decoder:
         from .hrcnn import HRCNN
 
         return HRCNN(**arch_kwargs)
+    if name == "dmcnn":
+        from .dmcnn import DMCNN
+
+        return DMCNN(**arch_kwargs)
+    if name == "d3":
+        from .d3 import D3
+
+        return D3(**arch_kwargs)
     from .pixel import build as build_pixel
 
     return build_pixel(name, **arch_kwargs)
@@ -141,5 +149,5 @@ def resolve_model(name, device=None, quality: int | None = None) -> str:
 
 
 register("exact", lambda quality=None, device=None: ExactDecoder())
-for _name in ("arcnn", "fast_arcnn", "dcsc", "hrcnn"):
+for _name in ("arcnn", "fast_arcnn", "dcsc", "hrcnn", "dmcnn", "d3"):
     register(_name, _learned(_name))

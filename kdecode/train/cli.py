@@ -16,7 +16,15 @@ RECIPES = {
     "dcsc": {"batch": 32, "patch": 80, "lr": 5e-4, "loss": "l1", "steps": 20000, "grad_clip": 0.5},
     # HR-CNN: the paper's 128x128 training images and MSE (its optimizer settings are not given).
     "hrcnn": {"batch": 32, "patch": 128, "lr": 2e-4, "loss": "mse", "steps": 50000, "grad_clip": 1.0},
+    # DMCNN (Sec. 3.1): Adam lr 1e-3, batch 80, 56x56 patches at first (the paper then grows them
+    # to 224: run again with --patch and --init-from); its own loss (eq. 7), so "loss" is unused.
+    "dmcnn": {"batch": 80, "patch": 56, "lr": 1e-3, "loss": "mse", "steps": 50000, "grad_clip": 1.0},
+    # D3 (Sec. 4.1): batch 128 of 8x8 patches (here: 2 patches of 64 blocks), L2 + L_B. The paper's
+    # constant lr 0.01 without momentum is plain SGD; Adam at 1e-3 is this recipe's choice.
+    "d3": {"batch": 2, "patch": 64, "lr": 1e-3, "loss": "mse", "steps": 100000},
 }
+#: models restoring from the coefficients with one training quality's table (CoefficientRestorer)
+ONE_QUALITY = ("hrcnn", "dmcnn", "d3")
 DEFAULT_DATA_ROOT = "../shared/data"
 
 
@@ -36,12 +44,19 @@ def _cmd_train(args) -> int:
         if getattr(args, key, None) is not None:
             recipe[key] = getattr(args, key)
     arch_kwargs = {"iterations": args.iterations} if args.model == "dcsc" else {}
-    if args.model == "hrcnn" and not args.prepare_only:
+    if args.model in ONE_QUALITY and not args.prepare_only:
         if len(args.quality) != 1:
-            print("error: hrcnn is trained for one quality (one model per quality, as in the paper)", file=sys.stderr)
+            print(f"error: {args.model} is trained for one quality (one model per quality, as in the paper)",
+                  file=sys.stderr)
             return 2
         # The training quality's IJG table turns the stored training planes back into coefficients.
-        arch_kwargs = {"input": args.input, "quality": args.quality[0], "init": args.start}
+        arch_kwargs = {"quality": args.quality[0]}
+        if args.model == "hrcnn":
+            arch_kwargs.update(input=args.input, init=args.start)
+        elif args.model == "dmcnn":
+            arch_kwargs.update(dru=not args.no_dru)
+        else:
+            arch_kwargs.update(atoms=args.atoms, box=not args.no_box, init=args.d3_init)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = args.out or f"runs/{args.model}_q{'-'.join(map(str, args.quality))}"
     cfg = TrainConfig(
@@ -89,7 +104,15 @@ def _cmd_eval(args) -> int:
                 decoder = load_weights(card_for_weights(args.weights), device)
             else:
                 decoder = load_model(args.model, quality=q, device=device)
+            if args.intervals != "real":
+                if not hasattr(decoder, "intervals"):
+                    print(f"error: --intervals applies to models with box constraints (dmcnn, d3), not {args.model}",
+                          file=sys.stderr)
+                    return 2
+                decoder.intervals = args.intervals
             r = evaluate(decoder, data, q, device, progress=not args.quiet)
+            if args.intervals != "real":  # its own entry: never mistaken for (or overwriting) the real-table figure
+                r["dataset"] = f"{r['dataset']} (assumed IJG intervals)"
             results.append(r)
             card = getattr(decoder, "card", None)
             if args.update_card and card is not None:
@@ -145,6 +168,11 @@ def add_parsers(subparsers) -> None:
                    help="HR-CNN: integer coefficients (the paper) or coefficients x qtable / 255")
     p.add_argument("--start", choices=["idct", "random"], default="idct",
                    help="HR-CNN: start at the float JPEG decode (idct) or from random weights")
+    p.add_argument("--no-dru", action="store_true", help="DMCNN: no DCT Rectify Unit (the ablation)")
+    p.add_argument("--atoms", type=int, choices=[128, 256], default=256, help="D3: dictionary size p (D3-128, D3-256)")
+    p.add_argument("--d3-init", choices=["sparse", "frame", "random"], default="sparse",
+                   help="D3: start from dictionaries learned on the first training patches (the paper), a frame, or random")
+    p.add_argument("--no-box", action="store_true", help="D3: no box constraint (no L_B, no clamp: the ablation)")
     p.add_argument("--init-from", help="weights (.safetensors or run folder) to start from: easy-to-hard transfer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
@@ -167,6 +195,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--data", required=True, nargs="+", help="folders of lossless images")
     p.add_argument("--weights", help="a .safetensors file (card beside it) instead of the shipped weights")
     p.add_argument("--device")
+    p.add_argument("--intervals", choices=["real", "assumed"], default="real",
+                   help="box constraints from the file's real table, or from the nearest IJG quality's (comparison)")
     p.add_argument("--update-card", action="store_true", help="write the results into the weights' card")
     p.add_argument("--json", help="write all results (per image too) to this file")
     p.add_argument("-q", "--quiet", action="store_true")

@@ -31,6 +31,12 @@ ARCH_DESCRIPTIONS = {
             "(64 maps, R iterations), 3x3 reconstruction of the residual",
     "hrcnn": "HR-CNN: 64 fixed coded masks 8x8/8, 64->64 transposed conv 8x8/8, decoding 8(5)-1(3) + ReLU, "
              "4 residual blocks 64(11)-16(7)-1(1), final ReLU; pixels straight from the coefficients",
+    "dmcnn": "DMCNN: DCT auto-encoder (9 convs, 64 coefficient channels on the block grid) + DRU clamp to the "
+             "file's real quantization intervals, pixel auto-encoder (15 convs, dilations 2/4/8, symmetric "
+             "skips, side outputs at 1/2 and 1/4), learnable residual mix r, PReLU",
+    "d3": "D3: 8x8 patches at stride 4; DCT stage and pixel stage, each 1-SI analysis D_A (p x 64), "
+          "diag(1/theta), unit-threshold shrinkage, diag(theta), synthesis D_S (64 x p); stage-I output "
+          "clamped to the real quantization intervals; overlap averaging",
 }
 
 
@@ -174,6 +180,8 @@ def train(cfg: TrainConfig) -> dict:
         step, elapsed, init_used = ckpt["step"], ckpt["elapsed"], ckpt.get("init_from")
     elif cfg.init_from:
         init_used = _load_init(model, cfg.init_from)
+    elif hasattr(model, "init_from_data"):  # a data-dependent start (D3's sparse-coding dictionaries)
+        model.init_from_data(*sampler.sample(max(cfg.batch, 64)))
 
     def save_checkpoint():
         tmp = ckpt_path.with_suffix(".tmp")
@@ -193,8 +201,10 @@ def train(cfg: TrainConfig) -> dict:
             group["lr"] = cfg.lr * _lr_factor(step, _progress(step, elapsed, cfg), cfg)
         x, y = sampler.sample(cfg.batch)
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            restored = model.restore(x)  # what validation and inference compute
-        loss = loss_fn(restored.float(), y)
+            if hasattr(model, "training_loss"):  # a model with its own loss (DMCNN's multi-scale loss)
+                loss = model.training_loss(x, y)
+            else:
+                loss = loss_fn(model.restore(x).float(), y)  # what validation and inference compute
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -248,7 +258,7 @@ def train(cfg: TrainConfig) -> dict:
             "scales": cfg.scales, "patch": cfg.patch, "batch": cfg.batch, "steps": step,
             "optimizer": f"Adam lr {cfg.lr} -> {cfg.lr_min} (warm-up {cfg.warmup}, cosine over "
                          + (f"{cfg.time_budget:.0f} s of training)" if cfg.time_budget else f"{cfg.steps} steps)"),
-            "loss": cfg.loss, "grad_clip": cfg.grad_clip, "mixed_precision": "bf16" if amp else "none",
+            "loss": getattr(model, "loss_description", cfg.loss), "grad_clip": cfg.grad_clip, "mixed_precision": "bf16" if amp else "none",
             "seed": cfg.seed, "init_from": Path(init_used).name if init_used else None,
             "wall_time_s": round(elapsed, 1), "device": _device_name(device),
             "validation": {"set": cfg.val_set, "images": cfg.val_images,

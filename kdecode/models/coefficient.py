@@ -1,0 +1,103 @@
+"""Decoders that restore the luma plane from its coefficient blocks and the file's real table.
+
+A :class:`CoefficientRestorer` implements ``forward(blocks, qtable)``: integer blocks
+``[N, bh, bw, 8, 8]`` and their tables (``[8, 8]`` or ``[N, 8, 8]``) -> luma ``[N, 1, 8 bh,
+8 bw]`` on the 0..1 scale. Inference takes the blocks and tables from the file. Training
+(:meth:`restore`) gets the float planes the zoo's pipeline stores: the plane is an exact linear
+image of the dequantized blocks, so the forward DCT and rounding with the training quality's
+table give back the file's integer coefficients (exactly for whole-block planes such as the
+block-aligned training patches; at a cropped image edge the padded blocks are approximated).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..jpeg.coefficients import JpegCoefficients
+from ..jpeg.quality import estimate_quality, ijg_table
+from ..ops import pad_to_blocks, planes_to_blocks, quantize
+from ..pipeline import component_blocks, decode_restoring_luma, to_samples
+from .base import Decoder
+
+
+class CoefficientRestorer(Decoder):
+    """Restores luma from coefficient blocks + real table (see the module docstring).
+
+    ``quality``: the quality the weights were trained for; only :meth:`restore` (training and
+    validation on stored planes) uses its IJG table, inference uses each file's own tables."""
+
+    quality: int | None = None
+    #: samples (batch x height x width) of one inference call: a larger input runs in tiles
+    #: (:meth:`tiled`), so memory stays bounded on any image size
+    max_call_samples = 1 << 22
+    #: blocks of context a tile needs on every side (the receptive field's reach); 0: never tiled
+    margin_blocks = 0
+    #: tile origins stay on multiples of this many blocks (the strides of the network's levels)
+    tile_multiple = 1
+    #: where box constraints take their intervals: ``"real"`` (the file's table, the product) or
+    #: ``"assumed"`` (the IJG table of the nearest quality, for the comparison the issue asks for)
+    intervals = "real"
+
+    def interval_blocks(self, blocks: torch.Tensor, qtable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(integer coefficients, table) that define the quantization intervals of ``blocks``.
+
+        ``"real"``: the file's own. ``"assumed"``: what a decoder that assumes an IJG quality
+        would use: the table of the quality nearest the real one (:func:`estimate_quality`) and
+        the decoded coefficients ``c q`` requantized with it; the decoded value lies in that
+        interval too, but the original's true interval is the real one."""
+        if self.intervals == "real":
+            return blocks, qtable
+        tables = qtable.reshape(-1, 8, 8).cpu().numpy()
+        assumed = torch.stack([torch.from_numpy(ijg_table(estimate_quality(t)[0]).astype("float32")) for t in tables])
+        assumed = assumed.to(blocks.device).reshape(qtable.shape)
+        q = qtable.float() if qtable.dim() == 2 else qtable.float()[:, None, None]
+        a = assumed if assumed.dim() == 2 else assumed[:, None, None]
+        return quantize(blocks.float() * q, a), assumed
+
+    def tiled(self, run, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
+        """``run(blocks, qtable)`` (the forward pass) on the block grid, in tiles when the input
+        is larger than :attr:`max_call_samples` and no gradient is needed: each tile carries
+        :attr:`margin_blocks` of context on every side, so every output sample still sees its
+        whole receptive field and the result is the untiled one."""
+        n, bh, bw = blocks.shape[:3]
+        if torch.is_grad_enabled() or not self.margin_blocks or n * bh * bw * 64 <= self.max_call_samples:
+            return run(blocks, qtable)
+        k = self.tile_multiple
+        m = -(-self.margin_blocks // k) * k
+        side = int((self.max_call_samples / (64 * n)) ** 0.5)  # blocks, tile + margins
+        core = max(k, (side - 2 * m) // k * k)
+        out = torch.empty(n, 1, 8 * bh, 8 * bw, device=blocks.device)
+        for r in range(0, bh, core):
+            for c in range(0, bw, core):
+                r0, c0 = max(0, r - m), max(0, c - m)
+                tile = run(blocks[:, r0:min(bh, r + core + m), c0:min(bw, c + core + m)], qtable)
+                out[..., 8 * r:8 * (r + core), 8 * c:8 * (c + core)] = \
+                    tile[..., 8 * (r - r0):8 * (r - r0 + core), 8 * (c - c0):8 * (c - c0 + core)]
+        return out
+
+    def training_table(self, device) -> torch.Tensor:
+        if self.quality is None:
+            raise ValueError(f"this {self.name} has no training quality: build it with quality=Q to use restore()")
+        return torch.from_numpy(ijg_table(self.quality).astype("float32")).to(device)
+
+    def plane_blocks(self, plane: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float decoded plane ``[N, 1, H, W]`` (0..1) -> (its integer blocks, the training table)."""
+        table = self.training_table(plane.device)
+        return planes_to_blocks(pad_to_blocks(plane[:, 0].float() * 255.0), table), table
+
+    def restore(self, plane: torch.Tensor) -> torch.Tensor:
+        """Float decoded plane ``[N, 1, H, W]`` (0..1) -> restored plane, same shape."""
+        h, w = plane.shape[-2:]
+        return self(*self.plane_blocks(plane))[..., :h, :w]
+
+    def _device(self, device) -> torch.device:
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        self.to(device)
+        return device
+
+    def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:
+        return decode_restoring_luma(coeffs, self._restore_luma, self._device(device))
+
+    def _restore_luma(self, coeffs: JpegCoefficients, device) -> torch.Tensor:
+        blocks, qtable = component_blocks(coeffs, 0, device)
+        h, w = coeffs.component_size(0)
+        return to_samples(self(blocks[None], qtable)[0, 0, :h, :w])
