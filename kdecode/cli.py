@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -139,7 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
     args.argv = argv[1:]  # `eval --update-card` records the command line in the card
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # The reader of our output (e.g. `| head`) closed it early: not an error. Point stdout
+        # at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
