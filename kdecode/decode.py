@@ -31,6 +31,8 @@ def decoder_for(coeffs, model, device=None):
     (loaded once per process and device)."""
     # Learned models are trained per quality: pick the weights nearest the file's own quality,
     # estimated from its luma table (the estimate ``kdecode info`` prints).
+    if resolve_model(model, device) == "exact":  # no weights to choose: skip the estimate
+        return _get_model("exact", None, device)
     quality = estimate_quality(coeffs.components[0].qtable)[0]
     name = resolve_model(model, device, quality)
     # One cached decoder per weights file: key by the quality the chosen weights were trained at.

@@ -2,6 +2,8 @@
 produces it, or the nearest one for tables from other encoders."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 # ITU-T T.81 Annex K tables (natural order), the base of libjpeg's jcparam.c.
@@ -29,18 +31,22 @@ def ijg_table(quality: int, chroma: bool = False, force_baseline: bool = True) -
     return table.astype(np.uint16)
 
 
+@lru_cache(maxsize=2)
+def _all_tables(chroma: bool) -> np.ndarray:
+    """float64 [100, 8, 8]: the IJG tables of qualities 1..100 (made once: this runs per decode)."""
+    return np.stack([ijg_table(quality, chroma) for quality in range(1, 101)]).astype(np.float64)
+
+
 def estimate_quality(qtable: np.ndarray, chroma: bool = False) -> tuple[int, bool]:
     """(IJG quality whose table is nearest ``qtable``, whether it matches exactly).
 
     Nearest means the smallest mean absolute log-ratio over the 64 entries, so a table that is
-    uniformly finer or coarser than IJG's lands on the quality of similar step sizes."""
+    uniformly finer or coarser than IJG's lands on the quality of similar step sizes. Ties go to
+    the lowest quality."""
     q = np.asarray(qtable, dtype=np.float64).reshape(8, 8)
-    best, best_err = 50, np.inf
-    for quality in range(1, 101):
-        t = ijg_table(quality, chroma)
-        if np.array_equal(t, q):
-            return quality, True
-        err = np.abs(np.log(q) - np.log(t.astype(np.float64))).mean()
-        if err < best_err:
-            best, best_err = quality, err
-    return best, False
+    tables = _all_tables(chroma)
+    exact = (tables == q).all(axis=(1, 2))
+    if exact.any():
+        return int(np.argmax(exact)) + 1, True
+    err = np.abs(np.log(q) - np.log(tables)).mean(axis=(1, 2))
+    return int(np.argmin(err)) + 1, False
