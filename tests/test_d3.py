@@ -112,6 +112,19 @@ def test_restore_from_planes_is_the_decode_from_coefficients():
         assert torch.allclose(model.restore(plane), model(blocks[None], qtable), atol=1e-6)
 
 
+def test_training_loss_is_the_error_of_what_inference_computes():
+    """Training runs the inference path (stride-4 patches, averaged): without the box its loss
+    is the MSE of ``restore``; with it, L2 + L_B >= that MSE."""
+    x, target = training_pair([smooth_image(32, 32, seed=s) for s in range(2)], 10)
+    for box in (False, True):
+        model = _model(quality=10, box=box)
+        with torch.no_grad():
+            model.net.dct_stage.synthesis.weight.normal_(0, 0.3)  # L_B > 0
+            mse = torch.nn.functional.mse_loss(model.restore(x), target)
+            loss = model.training_loss(x, target)
+        assert loss.item() == pytest.approx(mse.item(), rel=1e-5) if not box else loss.item() > mse.item() * 1.01
+
+
 def test_training_steps_lower_the_loss():
     x, target = training_pair([smooth_image(32, 32, seed=s) for s in range(2)], 10)
     model = _model(quality=10).train()
@@ -133,19 +146,19 @@ def test_train_command_card_and_registry(tmp_path):
             "--train-sets", "train", "--val-set", "val", "--val-images", "1", "--steps", "2", "--batch", "1",
             "--patch", "32", "--warmup", "1", "--d3-init", "frame", "--out", str(run), "-q"]
     assert train_main(args) == 0
-    card = json.loads((run / "d3_q20.json").read_text())
-    assert card["arch_kwargs"] == {"quality": 20, "atoms": 128, "box": True, "init": "frame"} and "L_B" in card["training"]["loss"]
-    model = registry.load_weights(registry.card_for_weights(run / "d3_q20.safetensors"))
+    card = json.loads((run / "d3_128_q20.json").read_text())  # D3-128 ships as "d3_128"
+    assert card["model"] == "d3_128" and card["arch_kwargs"] == {"quality": 20, "atoms": 128, "box": True, "init": "frame"} and "L_B" in card["training"]["loss"]
+    model = registry.load_weights(registry.card_for_weights(run / "d3_128_q20.safetensors"))
     assert isinstance(model, D3) and model.net.box
     # kdecode eval with the assumed-quality intervals: its own entry in the card.
-    weights = str(run / "d3_q20.safetensors")
+    weights = str(run / "d3_128_q20.safetensors")
     assert train_main(["eval", "--weights", weights, "--quality", "20", "--data", str(tmp_path / "val"),
                        "--intervals", "assumed", "--update-card", "-q"]) == 0
-    metrics = json.loads((run / "d3_q20.json").read_text())["metrics"]
+    metrics = json.loads((run / "d3_128_q20.json").read_text())["metrics"]
     assert list(metrics) == ["val (assumed IJG intervals)"] and "20" in metrics["val (assumed IJG intervals)"]
     assert train_main(["eval", "--quality", "20", "--data", str(tmp_path / "val"), "--intervals", "assumed",
                        "-q"]) == 2  # the exact decode has no box constraint
-    assert "d3" in list_models()
+    assert "d3" in list_models() and "d3_128" in list_models()
     if not registry.shipped_cards("d3"):
         with pytest.raises(KdecodeError, match="no weights"):
             registry.load_model("d3")

@@ -89,7 +89,7 @@ def build(name: str, **arch_kwargs) -> Decoder:
         from .dmcnn import DMCNN
 
         return DMCNN(**arch_kwargs)
-    if name == "d3":
+    if name in ("d3", "d3_128"):  # D3-256 and D3-128: the size is in arch_kwargs ("atoms")
         from .d3 import D3
 
         return D3(**arch_kwargs)
@@ -149,5 +149,5 @@ def resolve_model(name, device=None, quality: int | None = None) -> str:
 
 
 register("exact", lambda quality=None, device=None: ExactDecoder())
-for _name in ("arcnn", "fast_arcnn", "dcsc", "hrcnn", "dmcnn", "d3"):
+for _name in ("arcnn", "fast_arcnn", "dcsc", "hrcnn", "dmcnn", "d3", "d3_128"):
     register(_name, _learned(_name))

@@ -57,8 +57,10 @@ def _cmd_train(args) -> int:
             arch_kwargs.update(dru=not args.no_dru)
         else:
             arch_kwargs.update(atoms=args.atoms, box=not args.no_box, init=args.d3_init)
+    # D3-128 ships beside D3-256 (the registry's "d3") under its own name.
+    name = "d3_128" if args.model == "d3" and args.atoms == 128 else None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out = args.out or f"runs/{args.model}_q{'-'.join(map(str, args.quality))}"
+    out = args.out or f"runs/{name or args.model}_q{'-'.join(map(str, args.quality))}"
     cfg = TrainConfig(
         model=args.model, qualities=args.quality, out=out, data_root=args.data_root,
         train_sets=args.train_sets.split(","), val_set=args.val_set or None, val_images=args.val_images,
@@ -66,7 +68,8 @@ def _cmd_train(args) -> int:
         lr_min=args.lr_min, warmup=args.warmup, loss=recipe["loss"], scales=[float(s) for s in args.scales.split(",")],
         arch_kwargs=arch_kwargs, init_from=args.init_from, seed=args.seed, device=device, amp=not args.no_amp,
         grad_clip=recipe.get("grad_clip"), checkpoint_every=args.checkpoint_every, val_every=args.val_every,
-        max_time=args.max_time, time_budget=args.time_budget, workers=args.workers, cache_dir=args.cache_dir, progress=not args.quiet)
+        max_time=args.max_time, time_budget=args.time_budget, workers=args.workers, cache_dir=args.cache_dir,
+        progress=not args.quiet, name=name)
     if args.prepare_only:
         from .data import prepare_pairs
 
@@ -90,33 +93,31 @@ def _cmd_eval(args) -> int:
     import torch
 
     from ..models.registry import card_for_weights, load_model, load_weights
-    from .evaluate import format_table
+    from .evaluate import TABLE_KINDS, evaluate, format_table
 
     args.quality = _qualities(args.quality)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     command = "kdecode eval " + " ".join(getattr(args, "argv", None) or sys.argv[2:])
     results = []
-    from .evaluate import evaluate
-
-    for data in args.data:
-        for q in args.quality:
-            if args.weights:
-                decoder = load_weights(card_for_weights(args.weights), device)
-            else:
-                decoder = load_model(args.model, quality=q, device=device)
-            if args.intervals != "real":
-                if not hasattr(decoder, "intervals"):
-                    print(f"error: --intervals applies to models with box constraints (dmcnn, d3), not {args.model}",
-                          file=sys.stderr)
-                    return 2
-                decoder.intervals = args.intervals
-            r = evaluate(decoder, data, q, device, progress=not args.quiet)
-            if args.intervals != "real":  # its own entry: never mistaken for (or overwriting) the real-table figure
-                r["dataset"] = f"{r['dataset']} (assumed IJG intervals)"
-            results.append(r)
-            card = getattr(decoder, "card", None)
-            if args.update_card and card is not None:
-                _write_metrics(card, r, device, command)
+    kinds = [None] if args.tables == "ijg" else list(TABLE_KINDS) if args.tables == "nonijg" else [args.tables]
+    for data, q, tables in ((d, q, t) for d in args.data for q in args.quality for t in kinds):
+        if args.weights:
+            decoder = load_weights(card_for_weights(args.weights), device)
+        else:
+            decoder = load_model(args.model, quality=q, device=device)
+        if args.intervals != "real":
+            if not hasattr(decoder, "intervals"):
+                print(f"error: --intervals applies to models with box constraints (dmcnn, d3), not {args.model}",
+                      file=sys.stderr)
+                return 2
+            decoder.intervals = args.intervals
+        r = evaluate(decoder, data, q, device, progress=not args.quiet, tables=tables)
+        if args.intervals != "real":  # its own entry: never mistaken for (or overwriting) the real-table figure
+            r["dataset"] = f"{r['dataset']} (assumed IJG intervals)"
+        results.append(r)
+        card = getattr(decoder, "card", None)
+        if args.update_card and card is not None:
+            _write_metrics(card, r, device, command)
     print(format_table(results, args.model if not args.weights else Path(args.weights).stem))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
@@ -197,6 +198,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--device")
     p.add_argument("--intervals", choices=["real", "assumed"], default="real",
                    help="box constraints from the file's real table, or from the nearest IJG quality's (comparison)")
+    p.add_argument("--tables", choices=["ijg", "flat", "camera", "ijg_edit", "nonijg"], default="ijg",
+                   help="encode with the IJG tables of each quality (the papers' protocol) or non-IJG tables "
+                        "of that strength (nonijg: all three kinds)")
     p.add_argument("--update-card", action="store_true", help="write the results into the weights' card")
     p.add_argument("--json", help="write all results (per image too) to this file")
     p.add_argument("-q", "--quiet", action="store_true")

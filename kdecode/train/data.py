@@ -41,10 +41,14 @@ def image_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def jpeg_bytes(y: np.ndarray, quality: int) -> bytes:
-    """Gray JPEG of a uint8 plane by Pillow (libjpeg-turbo, standard IJG tables)."""
+def jpeg_bytes(y: np.ndarray, quality: int, qtable: np.ndarray | None = None) -> bytes:
+    """Gray JPEG of a uint8 plane by Pillow (libjpeg-turbo, standard IJG tables), or with its
+    own ``qtable`` (``[8, 8]``, natural order: what Pillow's ``qtables=`` takes)."""
     buf = io.BytesIO()
-    Image.fromarray(y, "L").save(buf, "JPEG", quality=int(quality))
+    if qtable is None:
+        Image.fromarray(y, "L").save(buf, "JPEG", quality=int(quality))
+    else:
+        Image.fromarray(y, "L").save(buf, "JPEG", qtables=[np.asarray(qtable).reshape(-1).tolist()])
     return buf.getvalue()
 
 

@@ -70,11 +70,14 @@ class TrainConfig:
     workers: int = 0
     cache_dir: str | None = None
     progress: bool = True
+    #: the registry name the weights ship under (default ``model``): ``d3_128`` is D3 with p = 128
+    name: str | None = None
 
     @property
     def stem(self) -> str:
         """File name of the weights: ``arcnn_q10``; a multi-quality model is just ``dcsc``."""
-        return self.model if len(self.qualities) > 1 else f"{self.model}_q{self.qualities[0]}"
+        name = self.name or self.model
+        return name if len(self.qualities) > 1 else f"{name}_q{self.qualities[0]}"
 
 
 def _seed_everything(seed: int) -> None:
@@ -244,7 +247,7 @@ def train(cfg: TrainConfig) -> dict:
     save_file({k: v.detach().float().cpu().contiguous() for k, v in model.net.state_dict().items()},
               str(out / f"{cfg.stem}.safetensors"))
     card = {
-        "model": cfg.model,
+        "model": cfg.name or cfg.model,
         "architecture": ARCH_DESCRIPTIONS[cfg.model],
         "arch_kwargs": cfg.arch_kwargs,
         "parameters": sum(p.numel() for p in model.net.parameters()),
