@@ -139,7 +139,7 @@ def test_training_steps_lower_the_loss():
     assert losses[-1] < losses[0]
 
 
-def test_train_command_card_and_registry(tmp_path):
+def test_train_command_card_and_registry(tmp_path, monkeypatch):
     _tiny_data(tmp_path)
     run = tmp_path / "run"
     args = ["train", "--model", "d3", "--quality", "20", "--atoms", "128", "--data-root", str(tmp_path),
@@ -164,6 +164,22 @@ def test_train_command_card_and_registry(tmp_path):
             registry.load_model("d3")
         assert registry.resolve_model("auto", "cpu", 10) != "d3"
         assert registry.resolve_model("auto", "cuda", 10) != "d3"
+
+    # Shipped beside D3-256 under its own name (a stand-in weights folder); "auto" never picks
+    # weights whose card says "not final", however good the (here made-up) figure.
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    card.update(cpu_friendly=True, metrics={"LIVE1_gray": {"20": {"model": {"psnr": 99.0}}}})
+    (shipped / "d3_128_q20.json").write_text(json.dumps(card))
+    (shipped / "d3_128_q20.safetensors").write_bytes((run / "d3_128_q20.safetensors").read_bytes())
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", shipped)
+    assert isinstance(registry.load_model("d3_128", 20), D3) and registry.resolve_model("auto", "cpu", 20) == "d3_128"
+    (shipped / "d3_128_q20.json").write_text(json.dumps({**card, "status": "not final: q20 below target"}))
+    registry._cards_in.cache_clear()
+    assert registry.resolve_model("auto", "cpu", 20) == "exact"
+    with pytest.raises(KdecodeError, match="no weights"):
+        registry.load_model("d3", 20)  # D3-256: a name of its own
+    registry._cards_in.cache_clear()
 
 
 def test_tiled_inference_equals_the_whole_grid(monkeypatch):

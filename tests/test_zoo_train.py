@@ -85,6 +85,29 @@ def test_train_resume_and_card(tmp_path):
     assert train(cfg2)["training"]["init_from"] == "fast_arcnn_q20.safetensors"
 
 
+def test_time_budget_skips_a_paused_process(tmp_path, monkeypatch):
+    """A --time-budget run on a CPU counts training time: a step during which the process was
+    stopped (here a clock jump of 1000 s) neither ends the run nor enters the card's time."""
+    import types
+
+    from kdecode.train import loop
+
+    clock = {"t": 0.0, "calls": 0}
+
+    def fake_time():  # 10 ms per call, one 1000 s gap at the 40th call
+        clock["calls"] += 1
+        clock["t"] += 0.01 + (1000.0 if clock["calls"] == 40 else 0.0)
+        return clock["t"]
+
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=fake_time))
+    _tiny_data(tmp_path)
+    cfg = TrainConfig(model="fast_arcnn", qualities=[20], out=str(tmp_path / "run"), data_root=str(tmp_path),
+                      train_sets=["train"], val_set=None, steps=10 ** 6, batch=1, patch=16, warmup=1,
+                      checkpoint_every=10 ** 6, time_budget=1.0, progress=False)
+    card = train(cfg)
+    assert clock["calls"] > 60 and card["training"]["wall_time_s"] < 1.1
+
+
 def test_training_lowers_the_error(tmp_path):
     """Some steps on two small images bring the restored planes closer to the originals than
     the decoded input: the loop learns (MSE on the training images, before vs after)."""

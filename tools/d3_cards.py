@@ -4,6 +4,7 @@ of tools/train_d3_cpu.sh):
 - ``ablation``: the metrics of the D3-256 q10 run without the box constraint (its run card,
   measured by `kdecode eval --weights ... --update-card`) go into the shipped d3_q10 card,
   beside the figures of the weights themselves, with that run's training record;
+- ``cpu_friendly`` as :data:`kdecode.train.loop.CPU_FRIENDLY` says for D3;
 - ``status``: ``final`` only where every LIVE1_gray PSNR reaches the issue's target for that
   quality, else ``not final`` with the shortfall (D3-128 has no target: ``reported``).
 
@@ -12,6 +13,8 @@ usage: python tools/d3_cards.py NO_BOX_RUN_CARD.json
 import json
 import sys
 from pathlib import Path
+
+from kdecode.train.loop import CPU_FRIENDLY
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "kdecode" / "weights"
 # Issue 6: D3-256 on LIVE1_gray (dB, PSNR); the paper's figures are 27.37 / 29.96 / 32.21.
@@ -42,6 +45,7 @@ def main(no_box_card: str) -> None:
                         "weights), recipe and time budget",
                 "training": ablation["training"], "metrics": ablation.get("metrics", {})}}
         card["status"] = status(card)
+        card["cpu_friendly"] = "d3" in CPU_FRIENDLY  # runs trained before D3 was listed there
         path.write_text(json.dumps(card, indent=2) + "\n")
         print(path.name, card["status"])
 

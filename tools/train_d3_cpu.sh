@@ -35,14 +35,14 @@ run() {
     --time-budget "$(secs "$budget")" "${COMMON[@]}" "$@"
 }
 
-{ run d3_q20 20 2100 "" &&
-  run d3_q10 10 1800 "$RUNS/d3_q20" &&
-  run d3_q5 5 1500 "$RUNS/d3_q10"; } >"$RUNS/lane_a.log" 2>&1 &
-{ run d3_128_q20 20 900 "" --atoms 128 &&
-  run d3_128_q10 10 900 "$RUNS/d3_128_q20" --atoms 128 &&
+{ run d3_q20 20 1800 "" &&
+  run d3_q10 10 1500 "$RUNS/d3_q20" &&
+  run d3_q5 5 1200 "$RUNS/d3_q10"; } >"$RUNS/lane_a.log" 2>&1 &
+{ run d3_128_q20 20 720 "" --atoms 128 &&
+  run d3_128_q10 10 720 "$RUNS/d3_128_q20" --atoms 128 &&
   { while [ ! -f "$RUNS/d3_q20/d3_q20.safetensors" ]; do sleep 30; done; } &&
-  run d3_nobox_q10 10 1800 "$RUNS/d3_q20" --no-install --no-box &&
-  run d3_128_q5 5 600 "$RUNS/d3_128_q10" --atoms 128; } >"$RUNS/lane_b.log" 2>&1 &
+  run d3_nobox_q10 10 1500 "$RUNS/d3_q20" --no-install --no-box &&
+  run d3_128_q5 5 480 "$RUNS/d3_128_q10" --atoms 128; } >"$RUNS/lane_b.log" 2>&1 &
 wait
 [ "${EVAL:-1}" = 1 ] || exit 0
 

@@ -127,7 +127,8 @@ def resolve_model(name, device=None, quality: int | None = None) -> str:
 
     ``"auto"`` picks, for a file of estimated ``quality``, the shipped model with the best
     PSNR that ``kdecode eval`` measured on LIVE1_gray at the nearest trained quality, among
-    those practical on ``device`` (on CPU the ones whose card marks them ``cpu_friendly``);
+    those practical on ``device`` (on CPU the ones whose card marks them ``cpu_friendly``) and
+    not marked ``"status": "not final..."`` (weights short of their issue's figures);
     the exact decode for files above :data:`AUTO_MAX_QUALITY` or when nothing is shipped."""
     if name != "auto":
         return _ALIASES.get(name, name)
@@ -138,6 +139,8 @@ def resolve_model(name, device=None, quality: int | None = None) -> str:
     for model in {c["model"] for c in shipped_cards()}:
         card = select_card(model, quality)
         if not on_gpu and not card.get("cpu_friendly", False):
+            continue
+        if card.get("status", "final").startswith("not final"):  # shipped, but short of its figures
             continue
         live1 = card.get("metrics", {}).get("LIVE1_gray", {})
         if not live1:

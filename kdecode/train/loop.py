@@ -40,6 +40,11 @@ ARCH_DESCRIPTIONS = {
 }
 
 
+#: architectures cheap enough for "auto" on a CPU (a few thousand multiply-adds per pixel):
+#: Fast AR-CNN, and D3 (four 64 x p matrix products per 8x8 patch, 4 patches per block)
+CPU_FRIENDLY = ("fast_arcnn", "d3")
+
+
 @dataclass
 class TrainConfig:
     model: str
@@ -78,6 +83,13 @@ class TrainConfig:
         """File name of the weights: ``arcnn_q10``; a multi-quality model is just ``dcsc``."""
         name = self.name or self.model
         return name if len(self.qualities) > 1 else f"{name}_q{self.qualities[0]}"
+
+
+#: on a CPU, a training step this many times slower than the recent ones (and over 1 s) means
+#: the process was stopped and continued (a shared machine pauses niced jobs while someone
+#: benchmarks): that time is not training time, so it neither ends a --time-budget run early nor
+#: shortens its schedule (elapsed and the card's wall time count training only).
+PAUSED = 50
 
 
 def _seed_everything(seed: int) -> None:
@@ -196,7 +208,7 @@ def train(cfg: TrainConfig) -> dict:
     log = open(out / "log.jsonl", "a")
     loss_fn = torch.nn.functional.mse_loss if cfg.loss == "mse" else torch.nn.functional.l1_loss
     model.train()
-    start, last_t, last_step = time.time() - elapsed, time.time(), step
+    last_t, last_step, step_end, typical = time.time(), step, time.time(), None
     stopped_early = False
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.stem}", disable=not cfg.progress, mininterval=2)
     while _progress(step, elapsed, cfg) < 1.0:
@@ -215,7 +227,12 @@ def train(cfg: TrainConfig) -> dict:
         opt.step()
         step += 1
         bar.update(1)
-        elapsed = time.time() - start
+        seconds, step_end = time.time() - step_end, time.time()
+        if device.type == "cpu" and typical is not None and seconds > max(PAUSED * typical, 1.0):
+            seconds = typical  # the process was stopped (SIGSTOP: see PAUSED), not training
+        else:
+            typical = seconds if typical is None else 0.95 * typical + 0.05 * seconds
+        elapsed += seconds
         done = _progress(step, elapsed, cfg) >= 1.0
         if step % 200 == 0 or done:
             now = time.time()
@@ -226,12 +243,14 @@ def train(cfg: TrainConfig) -> dict:
             last_t, last_step = now, step
         if val and step % cfg.val_every == 0 and not done:
             scores = validate(model, val, device, amp)
+            elapsed += time.time() - step_end
             log.write(json.dumps({"step": step, "val_psnr": scores, "elapsed": elapsed}) + "\n")
             bar.write(f"[{cfg.stem}] step {step}: validation PSNR " +
                       ", ".join(f"q{q} {v:.3f}" for q, v in scores.items()))
         log.flush()
         if step % cfg.checkpoint_every == 0:
             save_checkpoint()
+        step_end = time.time()  # validation counted above, logging and checkpoints not
         if cfg.max_time is not None and elapsed >= cfg.max_time and not done:
             stopped_early = True
             break
@@ -252,7 +271,7 @@ def train(cfg: TrainConfig) -> dict:
         "arch_kwargs": cfg.arch_kwargs,
         "parameters": sum(p.numel() for p in model.net.parameters()),
         "qualities": list(cfg.qualities),
-        "cpu_friendly": cfg.model == "fast_arcnn",
+        "cpu_friendly": cfg.model in CPU_FRIENDLY,
         "training": {
             "data": cfg.train_sets,
             "data_pixels": n_pixels,
