@@ -29,15 +29,16 @@ from kdecode.models import registry  # noqa: E402
 from kdecode.pipeline import decode_exact  # noqa: E402
 from kdecode.train.data import jpeg_bytes, luma  # noqa: E402
 
-QUALITIES = (10, 20, 30, 40)
+QUALITIES = (5, 10, 20, 30, 40)
 DATASETS = ("LIVE1_gray", "Classic5")
 # Published PSNR / SSIM / PSNR-B (dB, -, dB) per dataset and quality. JPEG: reproduced exactly
 # by the protocol (data/README.md); AR-CNN: papers/ARCNN_and_Fast_ARCNN.txt Tables II, III;
 # Fast AR-CNN: same paper, Table VII (LIVE1 only); DCSC: papers/DCSC...txt Table 1 (one model,
-# q 10-30). AR-CNN's SSIM is over fixed 8x8 windows (its footnote 5), not comparable with ours.
+# q 10-30); D3-128 / D3-256: papers/D3...txt Table 2 (LIVE1; its "Compressed" column gives the
+# JPEG row at q5). AR-CNN's SSIM is over fixed 8x8 windows (its footnote 5), not comparable with ours.
 PAPERS = {
     "JPEG": {
-        "LIVE1_gray": {10: (27.77, None, 25.33), 20: (30.07, None, 27.57), 30: (31.41, None, 28.92),
+        "LIVE1_gray": {5: (24.61, 0.7020, 22.01), 10: (27.77, None, 25.33), 20: (30.07, None, 27.57), 30: (31.41, None, 28.92),
                        40: (32.35, None, 29.96)},
         "Classic5": {10: (27.82, None, 25.21), 20: (30.12, None, 27.50), 30: (31.48, None, 28.94),
                      40: (32.43, None, 29.92)},
@@ -57,7 +58,10 @@ PAPERS = {
         "Classic5": {10: (29.25, 0.803, 29.24), 20: (31.43, 0.860, 31.41), 30: (32.68, 0.885, 32.66)},
     },
 }
-NAMES = {"arcnn": "AR-CNN", "fast_arcnn": "Fast AR-CNN", "dcsc": "DCSC"}
+PAPERS["d3"] = {"LIVE1_gray": {5: (27.37, 0.7303, 26.95), 10: (29.96, 0.8233, 29.45), 20: (32.21, 0.8903, 31.35)}}
+PAPERS["d3_128"] = {"LIVE1_gray": {5: (26.26, 0.7203, 25.86), 10: (28.62, 0.8198, 28.33), 20: (31.20, 0.8829, 30.56)}}
+NAMES = {"arcnn": "AR-CNN", "fast_arcnn": "Fast AR-CNN", "dcsc": "DCSC", "d3": "D3-256", "d3_128": "D3-128"}
+MODELS = ("arcnn", "fast_arcnn", "dcsc", "d3", "d3_128")
 
 
 def measure_missing(data: Path, device: str) -> None:
@@ -133,9 +137,10 @@ def build_table(speed: dict[str, float]) -> str:
     for dataset in DATASETS:
         lines += [f"### {dataset}", "", "| method | q | ours | paper | weights |", "|---|---|---|---|---|"]
         for q in QUALITIES:
-            lines.append(f"| JPEG | {q} | {_triple(jpeg.get((dataset, q)))} | "
-                         f"{_triple(PAPERS['JPEG'][dataset].get(q))} | - |")
-        for model in ("arcnn", "fast_arcnn", "dcsc"):
+            if jpeg.get((dataset, q)) or PAPERS["JPEG"][dataset].get(q):
+                lines.append(f"| JPEG | {q} | {_triple(jpeg.get((dataset, q)))} | "
+                             f"{_triple(PAPERS['JPEG'][dataset].get(q))} | - |")
+        for model in MODELS:
             for q in QUALITIES:
                 mine = [c for c in cards if c["model"] == model and q in c["qualities"]]
                 paper = PAPERS[model].get(dataset, {}).get(q)
@@ -168,7 +173,7 @@ def plot(path: Path) -> None:
     for ax, dataset in zip(axes, DATASETS):
         qs = [q for q in QUALITIES if (dataset, q) in jpeg]
         ax.plot(qs, [jpeg[(dataset, q)][0] for q in qs], "k-o", label="JPEG")
-        for model, color in (("arcnn", "C0"), ("fast_arcnn", "C1"), ("dcsc", "C2")):
+        for model, color in zip(MODELS, ("C0", "C1", "C2", "C3", "C4")):
             pts = [(q, ours(c, dataset, q)) for c in cards if c["model"] == model for q in c["qualities"]]
             pts = sorted((q, t[0]) for q, t in pts if t)
             if pts:

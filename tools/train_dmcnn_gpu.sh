@@ -11,11 +11,12 @@
 #      /work/main/.whl, as for HR-CNN).
 #   2. Device tool, from /work/main, call 1 (q20, ~9 min):
 #        command="bash .gpu_dmcnn/tools/train_dmcnn_gpu.sh q20 .gpu_dmcnn", carry=[".gpu_dmcnn", ".whl"]
-#      $OUT: dmcnn_q20.tar.gz (run folders without checkpoints), summary.md.
-#   3. Here: tar xzf dmcnn_q20.tar.gz -C /work/main/.gpu_dmcnn/init (gives init/dmcnn_q20_p112/...)
+#      $OUT: dmcnn_q20.tar.gz, dmcnn_q20_p112.tar.gz (run folders without checkpoints), summary.md.
+#   3. Here: tar xzf dmcnn_q20_p112.tar.gz -C /work/main/.gpu_dmcnn/init (gives init/dmcnn_q20_p112/...)
 #   4. Device tool, call 2 (q10 and the no-DRU ablation side by side, ~9 min):
 #        command="bash .gpu_dmcnn/tools/train_dmcnn_gpu.sh q10 .gpu_dmcnn", carry=[".gpu_dmcnn", ".whl"]
-#      $OUT: dmcnn_q10.tar.gz, summary.md. Ship runs' dmcnn_q10 and dmcnn_q20 (safetensors + card);
+#      $OUT: dmcnn_q10.tar.gz, dmcnn_q10_nodru.tar.gz, summary.md. Ship dmcnn_q10 and
+#      dmcnn_q20_p112's dmcnn_q20 (safetensors + card: kdecode/weights/);
 #      the no-DRU run's metrics go into the dmcnn_q10 card as its ablation.
 #
 # Settings (environment): Q20_SECONDS=240 (56x56 patches, batch 80), GROW_SECONDS=150 (112x112,
@@ -47,6 +48,8 @@ main() {
                 --val-images "${VAL_IMAGES:-8}" --scales 1,0.9,0.8,0.7,0.6 --steps 10000000 --cache-dir /tmp/dmcnn_cache
                 --device "$device" --checkpoint-every 2000 --val-every 2000 -q)
   local names=()
+  # JPEG pairs of every training image, once (runs side by side would each make them).
+  $K train --quality 10 20 --prepare-only --workers "${WORKERS:-16}" "${common[@]}" 2>&1 | tail -2
   if [ "$stage" = q20 ]; then
     $K train --quality 20 --out "$runs/dmcnn_q20" --time-budget "${Q20_SECONDS:-240}" "${common[@]}" \
       >"$runs/dmcnn_q20.log" 2>&1 &&
@@ -84,7 +87,9 @@ main() {
   { echo "# DMCNN $stage on $(tail -1 "$runs/device.txt")"; echo
     for name in "${names[@]}"; do echo "## $name"; cat "$runs/$name/eval.md" 2>/dev/null; tail -3 "$runs/$name.log"; echo; done
   } | tee "$OUT/summary.md"
-  (cd "$runs" && tar czf "$OUT/dmcnn_$stage.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' --exclude=device.txt .)
+  for name in "${names[@]}"; do  # one archive per run (a file that comes back is at most 16 MiB)
+    (cd "$runs" && tar czf "$OUT/$name.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' "$name" "$name.log")
+  done
   ls -la "$OUT"
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def _cached(path: Path | None, compute):
     arrays = compute()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # one per process: runs may race
         np.savez(tmp, **{f"a{i}": a for i, a in enumerate(arrays)})
         tmp.replace(path)  # atomic: processes sharing the cache never read half a file
     return arrays
