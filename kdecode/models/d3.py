@@ -63,9 +63,15 @@ STRIDE = 4
 
 
 def shrink(u: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Eq. (8): ``theta * s1(u / theta)``, ``s1(v) = sign(v) max(|v| - 1, 0)``."""
-    v = u / theta
-    return theta * torch.sign(v) * torch.relu(v.abs() - 1.0)
+    """Eq. (8): ``theta * s1(u / theta)``, ``s1(v) = sign(v) max(|v| - 1, 0)``, computed as
+    ``u - clamp(u, -theta, theta)`` (the same values and gradients, in two passes, not six)."""
+    return u - torch.clamp(u, -theta, theta)
+
+
+def _dct_matrix(inverse: bool = False) -> torch.Tensor:
+    """``[64, 64]``: the 2-D (I)DCT of row-major 8x8 blocks as one matrix product, ``x @ M``
+    (row ``i``: the transform of the ``i``-th unit block): the constant T / T^-1 layers."""
+    return (idct_blocks if inverse else dct_blocks)(torch.eye(64).reshape(64, 8, 8)).reshape(64, 64)
 
 
 class SCStage(nn.Module):
@@ -109,12 +115,15 @@ class D3Net(nn.Module):
         self.box = box
         self.dct_stage = SCStage(atoms, init)
         self.pixel_stage = SCStage(atoms, init)
+        self.register_buffer("dct", _dct_matrix(), persistent=False)
+        self.register_buffer("idct", _dct_matrix(inverse=True), persistent=False)
 
     def forward(self, patches: torch.Tensor, quantized: torch.Tensor, qtable: torch.Tensor, boxed=None):
         """Decoded patches ``[N, L, 8, 8]`` (0..1, level-shifted by the caller: 0 = grey 128),
-        their intervals' integer coefficients ``[N, L, 8, 8]`` and tables (``[8, 8]`` or
+        the integer coefficients of the clamped patches' intervals and tables (``[8, 8]`` or
         ``[N, 8, 8]``) -> (restored patches, stage-I coefficients before the clamp, 0..1
-        scale), both ``[N, L, 8, 8]``. ``boxed``: bool ``[L]``, the patches clamped (default all)."""
+        scale), both ``[N, L, 8, 8]``. ``boxed``: bool ``[L]``, the patches clamped (default
+        all); ``quantized`` holds theirs only, ``[N, boxed.sum(), 8, 8]`` (``[N, L, 8, 8]``)."""
         # float32 throughout, also under autocast: four small matrix products, and the box
         # intervals need the coefficients to a fraction of a quantization step.
         with torch.autocast(patches.device.type, enabled=False):
@@ -122,15 +131,18 @@ class D3Net(nn.Module):
 
     def _stages(self, patches, quantized, qtable, boxed):
         n, length = patches.shape[:2]
-        y = dct_blocks(patches)                                                  # T
-        phi_alpha = self.dct_stage(y.reshape(n, length, 64)).reshape(n, length, 8, 8)
+        phi_alpha = self.dct_stage(patches.reshape(n, length, 64) @ self.dct)   # T, stage I
         constrained = phi_alpha
         if self.box:
-            constrained = clamp_blocks((phi_alpha * 255.0)[:, :, None], quantized[:, :, None], qtable)[:, :, 0] / 255.0
-            if boxed is not None:
-                constrained = torch.where(boxed[:, None, None], constrained, phi_alpha)
-        z = idct_blocks(constrained)                                              # T^-1
-        return self.pixel_stage(z.reshape(n, length, 64)).reshape(n, length, 8, 8), phi_alpha
+            inside = phi_alpha if boxed is None else phi_alpha[:, boxed]
+            inside = clamp_blocks((inside * 255.0).reshape(n, -1, 1, 8, 8), quantized[:, :, None], qtable) / 255.0
+            if boxed is None:
+                constrained = inside.reshape(n, length, 64)
+            else:
+                constrained = phi_alpha.clone()
+                constrained[:, boxed] = inside.reshape(n, -1, 64)
+        out = self.pixel_stage(constrained @ self.idct)                          # T^-1, stage II
+        return out.reshape(n, length, 8, 8), phi_alpha.reshape(n, length, 8, 8)
 
 
 def learn_dictionary(signals: torch.Tensor, atoms: int, sparsity: float, rounds: int = 10,
@@ -201,7 +213,7 @@ class D3(CoefficientRestorer):
 
     def _patchwise(self, blocks: torch.Tensor, qtable: torch.Tensor, with_stage1: bool = False):
         """The restored plane; ``with_stage1``: also the stage-I coefficients before the clamp,
-        the interval coefficients and table of every patch, and the clamped patches (training)."""
+        the interval coefficients and table of the clamped patches, and which those are (training)."""
         n = blocks.shape[0]
         plane = blocks_to_planes(blocks, qtable)[:, None] / 255.0 - 128.0 / 255.0   # [N, 1, H, W], level-shifted
         h, w = plane.shape[-2:]
@@ -209,12 +221,13 @@ class D3(CoefficientRestorer):
         length = patches.shape[-1]
         patches = patches.transpose(1, 2).reshape(n, length, 8, 8)
         interval_blocks, interval_table = self.interval_blocks(blocks, qtable)
-        quantized = _interval_blocks(patches, plane, interval_blocks)
-        boxed = None
-        if not self.offgrid_intervals:  # only the patches on the coding grid, whose interval is exact
+        if self.offgrid_intervals:
+            boxed, quantized = None, _interval_blocks(patches, plane, interval_blocks)
+        else:  # only the patches on the coding grid: in unfold order, the blocks in raster order
             ny, nx = (h - 8) // STRIDE + 1, (w - 8) // STRIDE + 1
             on_grid = torch.arange(ny, device=blocks.device)[:, None] % 2 == 0
             boxed = (on_grid & (torch.arange(nx, device=blocks.device)[None] % 2 == 0)).reshape(-1)
+            quantized = interval_blocks.reshape(n, -1, 8, 8)
         out, phi_alpha = self.net(patches, quantized, interval_table, boxed)
         out = out.reshape(n, length, 64).transpose(1, 2)
         ones = torch.ones(1, 64, length, dtype=out.dtype, device=out.device)
@@ -247,9 +260,7 @@ class D3(CoefficientRestorer):
         loss = F.mse_loss(restored, target.float())
         if not self.net.box:
             return loss
-        if boxed is not None:
-            phi_alpha, quantized = phi_alpha[:, boxed], quantized[:, boxed]
-        return loss + box_loss(phi_alpha, quantized, table)
+        return loss + box_loss(phi_alpha if boxed is None else phi_alpha[:, boxed], quantized, table)
 
 
 def _interval_blocks(patches: torch.Tensor, plane: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
