@@ -151,6 +151,7 @@ def build_table(speed: dict[str, float]) -> str:
                 lines.append(f"| {NAMES[model]} | {q} | {_triple(ours(card, dataset, q) if card else None)} | "
                              f"{_triple(paper)} | {stem} |")
         lines.append("")
+    lines += real_tables(cards)
     if speed:
         base = speed.get("arcnn")
         lines += ["### CPU inference (one 512x512 gray q10 image, this machine, best of 5 interleaved rounds)", "",
@@ -159,6 +160,32 @@ def build_table(speed: dict[str, float]) -> str:
             lines.append(f"| {NAMES.get(name, name)} | {mps:.3f} | {mps / base:.2f} |" if base else
                          f"| {NAMES.get(name, name)} | {mps:.3f} | - |")
     return "\n".join(lines) + "\n"
+
+
+ASSUMED = " (assumed IJG intervals)"
+
+
+def real_tables(cards) -> list[str]:
+    """Box constraints from the file's real table vs from the nearest IJG quality's, on files
+    written with non-IJG tables (``kdecode eval --tables nonijg [--intervals assumed]``), from the cards."""
+    rows = []
+    for card in cards:
+        metrics = card.get("metrics", {})
+        for dataset in sorted(d for d in metrics if "tables)" in d and not d.endswith(ASSUMED)):
+            for q, real in sorted(metrics[dataset].items(), key=lambda kv: int(kv[0])):
+                assumed = metrics.get(dataset + ASSUMED, {}).get(q)
+                if not assumed:
+                    continue
+                r, a = real["model"]["psnr"], assumed["model"]["psnr"]
+                rows.append(f"| {NAMES.get(card['model'], card['model'])} | {dataset} | {q} | {real['jpeg']['psnr']:.2f} "
+                            f"| {r:.2f} | {a:.2f} | {r - a:+.2f} | {Path(card['_weights']).stem} |")
+    if not rows:
+        return []
+    return ["### Non-IJG tables: box constraints from the real table vs an assumed IJG quality", "",
+            "PSNR (dB) on LIVE1_gray written with non-IJG tables of about quality q's strength "
+            "(`kdecode eval --tables nonijg`, then `--intervals assumed`: the nearest IJG quality's table).", "",
+            "| model | files | q | JPEG | real intervals | assumed intervals | real - assumed | weights |",
+            "|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def plot(path: Path) -> None:

@@ -47,14 +47,14 @@ run() {
 wait
 [ "${EVAL:-1}" = 1 ] || exit 0
 
-E="nice -n 19 ${PYTHON:-python3} -m kdecode.train.cli eval --data $DATA/LIVE1_gray -q"
+E="nice -n 19 ${PYTHON:-python3} -m kdecode.train.cli eval -q --update-card"
 for model in d3 d3_128; do
   for q in 5 10 20; do
-    $E --model $model --quality $q --update-card
+    $E --model $model --quality $q --data "$DATA/LIVE1_gray" "$DATA/Classic5"
   done
   for intervals in real assumed; do
-    $E --model $model --quality 10 20 --tables nonijg --intervals $intervals --update-card
+    $E --model $model --quality 10 20 --data "$DATA/LIVE1_gray" --tables nonijg --intervals $intervals
   done
 done
-$E --model d3 --weights "$RUNS/d3_nobox_q10/d3_q10.safetensors" --quality 10 --update-card
+$E --model d3 --weights "$RUNS/d3_nobox_q10/d3_q10.safetensors" --quality 10 --data "$DATA/LIVE1_gray" "$DATA/Classic5"
 ${PYTHON:-python3} tools/d3_cards.py "$RUNS/d3_nobox_q10/d3_q10.json"
