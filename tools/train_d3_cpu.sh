@@ -38,7 +38,7 @@ run() {
 # LANES=a or LANES=b runs one lane only (to resume it while the other still runs).
 [[ ${LANES:-ab} == *a* ]] && { run d3_q20 20 1800 "" &&
   run d3_q10 10 1500 "$RUNS/d3_q20" &&
-  run d3_q5 5 1200 "$RUNS/d3_q10"; } >"$RUNS/lane_a.log" 2>&1 &
+  run d3_q5 5 900 "$RUNS/d3_q10"; } >"$RUNS/lane_a.log" 2>&1 &
 [[ ${LANES:-ab} == *b* ]] && { run d3_128_q20 20 720 "" --atoms 128 &&
   run d3_128_q10 10 720 "$RUNS/d3_128_q20" --atoms 128 &&
   { while [ ! -f "$RUNS/d3_q20/d3_q20.safetensors" ]; do sleep 30; done; } &&
