@@ -202,9 +202,10 @@ class D3(CoefficientRestorer):
     margin_blocks = 1
     #: True: off-grid patches take the interval of the most similar coding block they overlap
     #: (the paper's rule); False: only on-grid patches, whose interval is exact, are clamped.
-    #: Measured on one D3-128 q10 CPU smoke run (60 s, BSDS500/train), Classic5 PSNR: paper's
-    #: rule 25.88 dB, on-grid only 28.43, no clamp 28.42, JPEG 27.82: an off-grid patch straddles
-    #: a block edge, and another block's interval cuts its high frequencies. Default: on-grid.
+    #: Measured with the shipped d3_q10 on LIVE1_gray q10: paper's rule 26.26 dB, on-grid only
+    #: 28.96, no clamp at inference 28.96, JPEG 27.77 (a 60 s D3-128 smoke run on Classic5 gave
+    #: 25.88 / 28.43 / 28.42 / 27.82): an off-grid patch straddles a block edge, and another
+    #: block's interval cuts its high frequencies. Default: on-grid.
     offgrid_intervals = False
 
     def forward(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
