@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from .decode import _OUTPUTS, _convert, check_model, decoder_for
+from .decode import _OUTPUTS, _convert, check_model, decode_with, decoder_for
 from .errors import KdecodeError
 from .jpeg.reader import Source, read_coefficients
 
@@ -155,9 +155,7 @@ def _decode_group(items: list, model, device, output: str, max_padding: float, p
 
 def _decode_one(coeffs, model, device, output: str):
     try:
-        decoder = decoder_for(coeffs, model, device)
-        with torch.inference_mode():
-            return _convert(decoder.decode(coeffs, device), output, device)
+        return decode_with(decoder_for(coeffs, model, device), coeffs, device, output)
     except KdecodeError as exc:
         return exc
 
