@@ -141,12 +141,11 @@ static inline void dc_block(const int16_t *b, const int32_t *qtable, uint8_t *ds
     for (int v = 0; v < 8; v++) memset(dst + v * stride, value, 8);
 }
 
-/* Blocks [bx0, bx1) of one block row (`row`: its first block; `dst`: its first plane row, of
- * stride bw * 8), dequantized and inverse transformed: int32 lanes, exactly the torch
+/* Blocks [bx0, bx1) of one block row (`row`: its first block; `dst_row`: its first plane row,
+ * of `stride` samples), dequantized and inverse transformed: int32 lanes, exactly the torch
  * reference's arithmetic. Blocks are [8, 8] int16 in natural order [v, u]. */
-HOT static void idct_islow_rows_int32(const int16_t *row, const int32_t *qtable, uint8_t *dst_row,
-                                      Py_ssize_t bw, Py_ssize_t bx0, Py_ssize_t bx1) {
-    const Py_ssize_t stride = bw * 8;
+HOT static void idct_row_int32(const int16_t *row, const int32_t *qtable, uint8_t *dst_row, Py_ssize_t stride,
+                               Py_ssize_t bx0, Py_ssize_t bx1) {
     v8i q[8];
     memcpy(q, qtable, sizeof q);
     for (Py_ssize_t bx = bx0; bx < bx1; bx++) {
@@ -312,48 +311,64 @@ __attribute__((target("avx2"))) static int idct_pair_avx2(const int16_t *p, cons
     return 1;
 }
 
-/* idct_islow_rows with block pairs on AVX2 (the int32 path for what does not fit). */
-__attribute__((target("avx2"))) static void idct_rows_avx2(const int16_t *blocks, const int32_t *qtable,
-                                                           uint8_t *plane, Py_ssize_t bw, Py_ssize_t by0,
-                                                           Py_ssize_t by1) {
-    const Py_ssize_t stride = bw * 8;
-    __m256i q[8];
-    for (int v = 0; v < 8; v++) {
-        __m128i row = _mm_packs_epi32(_mm_loadu_si128((const __m128i *)(qtable + 8 * v)),
-                                      _mm_loadu_si128((const __m128i *)(qtable + 8 * v + 4)));
-        q[v] = _mm256_broadcastsi128_si256(row);
-    }
-    for (Py_ssize_t by = by0; by < by1; by++) {
-        Py_ssize_t bx = 0;
-        for (; bx + 2 <= bw; bx += 2) {
-            const int16_t *p = blocks + (by * bw + bx) * 64;
-            uint8_t *dst = plane + by * 8 * stride + bx * 8;
-            if (dc_only(p) && dc_only(p + 64)) {
-                dc_block(p, qtable, dst, stride);
-                dc_block(p + 64, qtable, dst + 8, stride);
-            } else if (!idct_pair_avx2(p, p + 64, q, dst, dst + 8, stride)) {
-                idct_islow_rows_int32(blocks + by * bw * 64, qtable, plane + by * 8 * stride, bw, bx, bx + 2);
-            }
+/* One block row (bw blocks) with block pairs on AVX2 (the int32 path for what does not fit);
+ * `q`: the table rows as int16, see idct_tables. */
+__attribute__((target("avx2"))) static void idct_row_avx2(const int16_t *row, const int32_t *qtable, const __m256i *q,
+                                                          uint8_t *dst_row, Py_ssize_t stride, Py_ssize_t bw) {
+    Py_ssize_t bx = 0;
+    for (; bx + 2 <= bw; bx += 2) {
+        const int16_t *p = row + bx * 64;
+        uint8_t *dst = dst_row + bx * 8;
+        if (dc_only(p) && dc_only(p + 64)) {
+            dc_block(p, qtable, dst, stride);
+            dc_block(p + 64, qtable, dst + 8, stride);
+        } else if (!idct_pair_avx2(p, p + 64, q, dst, dst + 8, stride)) {
+            idct_row_int32(row, qtable, dst_row, stride, bx, bx + 2);
         }
-        if (bx < bw) idct_islow_rows_int32(blocks + by * bw * 64, qtable, plane + by * 8 * stride, bw, bx, bw);
     }
+    if (bx < bw) idct_row_int32(row, qtable, dst_row, stride, bx, bw);
+}
+
+/* The table rows as int16 in both 128-bit halves; 0 when a value does not fit (then the
+ * int32 path runs). */
+__attribute__((target("avx2"))) static int idct_tables(const int32_t *qtable, __m256i *q) {
+    for (int i = 0; i < 64; i++)
+        if (qtable[i] > 32767) return 0;
+    for (int v = 0; v < 8; v++) {
+        __m128i r = _mm_packs_epi32(_mm_loadu_si128((const __m128i *)(qtable + 8 * v)),
+                                    _mm_loadu_si128((const __m128i *)(qtable + 8 * v + 4)));
+        q[v] = _mm256_broadcastsi128_si256(r);
+    }
+    return 1;
 }
 #endif
 
-/* Block rows [by0, by1) of a component into the plane: AVX2 block pairs where the CPU has them
- * and the table fits 16 bits, else the int32 vector path. */
-static void idct_islow_rows(const int16_t *blocks, const int32_t *qtable, uint8_t *plane, Py_ssize_t bw,
-                            Py_ssize_t by0, Py_ssize_t by1) {
+/* The IDCT of one component's block rows, set up once: AVX2 block pairs where the CPU has
+ * them and the table fits 16 bits, else the int32 vector path. */
+typedef struct {
+    const int32_t *qtable;
+    int simd;
 #ifdef HAVE_AVX2
-    int small = 1;
-    for (int i = 0; i < 64; i++) small &= qtable[i] <= 32767;
-    if (small && __builtin_cpu_supports("avx2")) {
-        idct_rows_avx2(blocks, qtable, plane, bw, by0, by1);
+    __m256i q[8];
+#endif
+} Idct;
+
+static void idct_init(Idct *t, const int32_t *qtable) {
+    t->qtable = qtable;
+    t->simd = 0;
+#ifdef HAVE_AVX2
+    t->simd = __builtin_cpu_supports("avx2") && idct_tables(qtable, t->q);
+#endif
+}
+
+static void idct_row(const Idct *t, const int16_t *row, uint8_t *dst_row, Py_ssize_t stride, Py_ssize_t bw) {
+#ifdef HAVE_AVX2
+    if (t->simd) {
+        idct_row_avx2(row, t->qtable, t->q, dst_row, stride, bw);
         return;
     }
 #endif
-    for (Py_ssize_t by = by0; by < by1; by++)
-        idct_islow_rows_int32(blocks + by * bw * 64, qtable, plane + by * 8 * bw * 8, bw, 0, bw);
+    idct_row_int32(row, t->qtable, dst_row, stride, 0, bw);
 }
 
 /* ---- upsampling (jdsample.c, libjpeg-turbo) and colour (jdcolor.c) ---------------------------- */
@@ -365,10 +380,13 @@ typedef struct {
     int mode;             /* 0 replicate, 1 fancy h2v1, 2 fancy h1v2, 3 fancy h2v2 */
     uint8_t *row;         /* output row buffer, >= hf * cw samples */
     int16_t *sums;        /* cw + 2 samples: a row of the fancy filters' input, edges replicated */
-    /* When decoding from blocks (else NULL): the plane is filled block row by block row as the
-     * output rows need them, so each strip is still in cache when it is upsampled. */
+    /* When decoding from blocks (else blocks and block_row are NULL): the plane is filled block
+     * row by block row as the output rows need them, so each strip is still in cache when it is
+     * upsampled. Block row `by` is at blocks + by * bw * 64, or block_row(ctx, by). */
     const int16_t *blocks;
-    const int32_t *qtable;
+    const int16_t *(*block_row)(void *ctx, Py_ssize_t by);
+    void *ctx;
+    Idct idct;
     Py_ssize_t bh, bw, done; /* block grid; block rows transformed so far */
 } Comp;
 
@@ -380,11 +398,11 @@ static inline const uint8_t *src_row(const Comp *c, Py_ssize_t i) {
 
 /* Make sure plane rows up to `i` (clipped to the plane) hold samples. */
 static inline void need_row(Comp *c, Py_ssize_t i) {
-    if (!c->blocks) return;
+    if (!c->blocks && !c->block_row) return;
     Py_ssize_t by = (i < c->ch ? i : c->ch - 1) / 8 + 1;
-    if (by > c->done) {
-        idct_islow_rows(c->blocks, c->qtable, (uint8_t *)c->plane, c->bw, c->done, by);
-        c->done = by;
+    for (; c->done < by; c->done++) {
+        const int16_t *row = c->block_row ? c->block_row(c->ctx, c->done) : c->blocks + c->done * c->bw * 64;
+        idct_row(&c->idct, row, (uint8_t *)c->plane + c->done * 8 * c->stride, c->stride, c->bw);
     }
 }
 
@@ -576,7 +594,10 @@ static PyObject *py_idct_islow(PyObject *self, PyObject *args) {
     if (get_buffer(qo, &q, 0, 64 * 4, "qtable") < 0) { PyBuffer_Release(&b); return NULL; }
     if (get_buffer(oo, &o, 1, bh * bw * 64, "plane") < 0) { PyBuffer_Release(&b); PyBuffer_Release(&q); return NULL; }
     Py_BEGIN_ALLOW_THREADS
-    idct_islow_rows((const int16_t *)b.buf, (const int32_t *)q.buf, (uint8_t *)o.buf, bw, 0, bh);
+    Idct t;
+    idct_init(&t, (const int32_t *)q.buf);
+    for (Py_ssize_t by = 0; by < bh; by++)
+        idct_row(&t, (const int16_t *)b.buf + by * bw * 64, (uint8_t *)o.buf + by * 8 * bw * 8, bw * 8, bw);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&b);
     PyBuffer_Release(&q);
@@ -625,7 +646,7 @@ static PyObject *pixel_stage(PyObject *args, int from_blocks) {
             if (get_buffer(qo, &views[k][1], 0, 64 * 4, "qtable") < 0) { PyBuffer_Release(&views[k][0]); ok = 0; break; }
             got++;
             c->blocks = (const int16_t *)views[k][0].buf;
-            c->qtable = (const int32_t *)views[k][1].buf;
+            idct_init(&c->idct, (const int32_t *)views[k][1].buf);
             c->plane = (const uint8_t *)malloc((size_t)(c->bh * 8 * c->stride));
             if (!c->plane) PyErr_NoMemory(), ok = 0;
         } else {
