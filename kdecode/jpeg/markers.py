@@ -216,11 +216,10 @@ def _parse_sof(h: JpegHeader, marker: int, p: bytes, source: str, max_pixels: in
         if not (1 <= hs <= 4 and 1 <= vs <= 4) or tq > 3:
             raise CorruptJpegError(source, f"component {cid} has invalid sampling {hs}x{vs} or table {tq}")
         h.components.append(FrameComponent(cid, hs, vs, tq))
-    cs = h.color_space
-    if cs in ("cmyk", "ycck"):
-        raise UnsupportedJpegError(source, f"{cs.upper()} JPEG is not supported")
-    hmax = max(c.h_samp for c in h.components)
-    vmax = max(c.v_samp for c in h.components)
+    if ncomp == 4:
+        raise UnsupportedJpegError(source, f"{h.color_space.upper()} JPEG is not supported")
+    hmax = max([c.h_samp for c in h.components])
+    vmax = max([c.v_samp for c in h.components])
     for c in h.components:
         if hmax % c.h_samp or vmax % c.v_samp:
             raise UnsupportedJpegError(source, f"fractional sampling ({c.h_samp}x{c.v_samp} of {hmax}x{vmax})")
