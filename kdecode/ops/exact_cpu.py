@@ -71,15 +71,17 @@ def decode_array(coeffs, pixel_bytes: int | None = None) -> np.ndarray:
     """Bit-exact decode on CPU in one call with the GIL released: uint8 ``[H, W, pixel_bytes]``
     (default: one byte a component; 4 for colour: R, G, B, 255, Pillow's RGB storage, which
     ``decode(output="pil")`` hands to Pillow without a copy)."""
+    height, width, components = coeffs.height, coeffs.width, coeffs.components
+    h_max, v_max = max(c.h_samp for c in components), max(c.v_samp for c in components)
     comps = []
-    for i, c in enumerate(coeffs.components):
+    for c in components:
         blocks = np.ascontiguousarray(c.blocks, dtype=np.int16)
-        hf, vf = coeffs.max_h_samp // c.h_samp, coeffs.max_v_samp // c.v_samp
-        ch, cw = coeffs.component_size(i)
+        hf, vf = h_max // c.h_samp, v_max // c.v_samp
+        ch, cw = -(-height * c.v_samp // v_max), -(-width * c.h_samp // h_max)  # component_size()
         comps.append((blocks, _qtable_int32(c.qtable), blocks.shape[0], blocks.shape[1], ch, cw, hf, vf,
                       fancy_mode(hf, vf, cw)))
-    image = np.empty((coeffs.height, coeffs.width, pixel_bytes or len(comps)), np.uint8)
-    _exactcpu.decode(image, coeffs.height, coeffs.width, coeffs.color_space == "ycbcr", comps, image.shape[2])
+    image = np.empty((height, width, pixel_bytes or len(comps)), np.uint8)
+    _exactcpu.decode(image, height, width, coeffs.color_space == "ycbcr", comps, image.shape[2])
     return image
 
 
