@@ -343,6 +343,14 @@ __attribute__((target("avx2"))) static int idct_tables(const int32_t *qtable, __
 }
 #endif
 
+#ifdef HAVE_AVX2
+/* The hand-written AVX2 paths run when the CPU has AVX2 and set_simd() has not turned them off
+ * (the tests run both). */
+static int avx2_allowed = 1;
+
+static int use_avx2(void) { return avx2_allowed && __builtin_cpu_supports("avx2"); }
+#endif
+
 /* The IDCT of one component's block rows, set up once: AVX2 block pairs where the CPU has
  * them and the table fits 16 bits, else the int32 vector path. */
 typedef struct {
@@ -357,7 +365,7 @@ static void idct_init(Idct *t, const int32_t *qtable) {
     t->qtable = qtable;
     t->simd = 0;
 #ifdef HAVE_AVX2
-    t->simd = __builtin_cpu_supports("avx2") && idct_tables(qtable, t->q);
+    t->simd = use_avx2() && idct_tables(qtable, t->q);
 #endif
 }
 
@@ -543,7 +551,7 @@ __attribute__((target("avx2"))) static void ycc_to_rgb_row_avx2(const uint8_t *y
 static void upsample_color_image(Comp *comps, int n, uint8_t *out, Py_ssize_t height, Py_ssize_t width,
                                  int convert, int pb) {
 #ifdef HAVE_AVX2
-    const int avx2 = __builtin_cpu_supports("avx2");
+    const int avx2 = use_avx2();
 #endif
     for (Py_ssize_t r = 0; r < height; r++) {
         const uint8_t *rows[4];
@@ -683,7 +691,22 @@ static PyObject *py_upsample_color(PyObject *self, PyObject *args) { return pixe
 
 static PyObject *py_decode(PyObject *self, PyObject *args) { return pixel_stage(args, 1); }
 
+static PyObject *py_set_simd(PyObject *self, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+#ifdef HAVE_AVX2
+    int was = avx2_allowed && __builtin_cpu_supports("avx2");
+    avx2_allowed = on;
+    return PyBool_FromLong(was);
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"set_simd", py_set_simd, METH_O,
+     "set_simd(on) -> bool: allow the hand-written AVX2 paths (where the CPU has AVX2) or force the portable "
+     "ones; returns whether they were in use"},
     {"idct_islow", py_idct_islow, METH_VARARGS,
      "idct_islow(blocks int16 [bh,bw,8,8], qtable int32 [64], out uint8 [bh*8, bw*8], bh, bw)"},
     {"upsample_color", py_upsample_color, METH_VARARGS,

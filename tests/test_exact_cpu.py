@@ -14,6 +14,17 @@ pytestmark = pytest.mark.skipif(exact_cpu.why_not() is not None and "FORCE" not 
                                 reason=f"C path unavailable: {exact_cpu.why_not()}")
 
 
+@pytest.fixture(params=["simd", "portable"], autouse=True)
+def simd(request):
+    """Every test runs with the hand-written AVX2 paths (where the CPU has them) and with the
+    portable vector code, which must give the same samples."""
+    from kdecode import _exactcpu
+
+    _exactcpu.set_simd(request.param == "simd")
+    yield request.param
+    _exactcpu.set_simd(True)
+
+
 def test_corpus_same_as_torch_reference(monkeypatch, jpeg_corpus):
     # The 1500x2000 files are left out: the torch reference takes seconds on them, and
     # test_exact_decode compares them (through this C path) with Pillow.
