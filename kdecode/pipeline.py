@@ -88,27 +88,52 @@ def decode_exact_many(coeffs: list[JpegCoefficients], device=None) -> list[torch
     one launch of each kernel (one IDCT for all components, one upsampling+colour), instead of
     a handful of small copies and launches per image. Results in input order, each a view of
     its batch."""
+    return _decode_groups(coeffs, None, device)
+
+
+def decode_restoring_luma_many(coeffs: list[JpegCoefficients], restore_luma, device=None) -> list[torch.Tensor]:
+    """:func:`decode_restoring_luma` of many images, batched like :func:`decode_exact_many`:
+    ``restore_luma`` gets the float luma planes of a batch, ``[N, comp_h, comp_w]`` (the
+    orthonormal float IDCT plus 128, unclamped), and returns their uint8 restored planes."""
+    return _decode_groups(coeffs, restore_luma, device)
+
+
+def _decode_groups(coeffs: list[JpegCoefficients], restore_luma, device) -> list[torch.Tensor]:
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(coeffs):
         groups.setdefault(_geometry(c), []).append(i)
     out: list = [None] * len(coeffs)
-    cuda = device is not None and torch.device(device).type == "cuda"
     for indices in groups.values():
-        first = coeffs[indices[0]]
-        n_comp = len(first.components)
-        blocks = []
-        for k in range(n_comp):
-            stacked = torch.empty((len(indices), *first.components[k].blocks.shape), dtype=torch.int16,
-                                  pin_memory=cuda)
-            for j, i in enumerate(indices):
-                stacked[j].copy_(torch.from_numpy(coeffs[i].components[k].blocks))
-            blocks.append(stacked.to(device, non_blocking=True) if device is not None else stacked)
-        tables = torch.from_numpy(np.stack([coeffs[i].qtables for i in indices]).astype(np.int32))
-        tables = tables.pin_memory() if cuda else tables
-        tables = tables.to(device, non_blocking=True) if device is not None else tables
-        planes = blocks_to_planes(blocks, tables, exact=True)
-        sizes = [first.component_size(k) for k in range(n_comp)]
-        images = assemble(first, [p[..., :h, :w] for p, (h, w) in zip(planes, sizes)])  # [n, C, H, W]
+        group = [coeffs[i] for i in indices]
+        blocks, tables = _stacked_blocks(group, device)
+        first = group[0]
+        sizes = [first.component_size(k) for k in range(len(blocks))]
+        restore = restore_luma is not None and first.color_space in ("gray", "ycbcr")
+        exact = blocks_to_planes(blocks[restore:], tables[:, restore:], exact=True) if len(blocks) > restore else []
+        planes = ([restore_luma(blocks_to_planes(blocks[0], tables[:, 0], exact=False)[..., :sizes[0][0], :sizes[0][1]])]
+                  if restore else [])
+        planes += [p[..., :h, :w] for p, (h, w) in zip(exact, sizes[restore:])]
+        images = assemble(first, planes)  # [N, C, H, W]
         for j, i in enumerate(indices):
             out[i] = images[j]
     return out
+
+
+def _stacked_blocks(group: list[JpegCoefficients], device) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The blocks of images of one geometry stacked per component (``[N, bh, bw, 8, 8]`` int16)
+    and their tables (``[N, C, 8, 8]`` int32), on ``device``: on a GPU through one pinned buffer
+    each, copied without blocking."""
+    cuda = device is not None and torch.device(device).type == "cuda"
+    blocks = []
+    for k, comp in enumerate(group[0].components):
+        stacked = torch.empty((len(group), *comp.blocks.shape), dtype=torch.int16, pin_memory=cuda)
+        for j, c in enumerate(group):
+            stacked[j].copy_(torch.from_numpy(c.components[k].blocks))
+        blocks.append(stacked)
+    tables = torch.from_numpy(np.stack([c.qtables for c in group]).astype(np.int32))
+    if cuda:
+        tables = tables.pin_memory()
+    if device is not None:
+        blocks = [b.to(device, non_blocking=True) for b in blocks]
+        tables = tables.to(device, non_blocking=True)
+    return blocks, tables
