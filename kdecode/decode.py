@@ -102,8 +102,7 @@ def _map_rgbx(array: np.ndarray):
     mapped image: Pillow copies it before anything changes it."""
     from PIL import Image
 
-    im = Image.new("RGB", (0, 0))._new(Image.core.map_buffer(array, (array.shape[1], array.shape[0]), "raw", 0,
-                                                            ("RGB", 0, 1)))
+    im = Image.Image()._new(Image.core.map_buffer(array, (array.shape[1], array.shape[0]), "raw", 0, ("RGB", 0, 1)))
     im.readonly = 1
     return im
 
