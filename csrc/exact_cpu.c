@@ -490,18 +490,19 @@ static void init_rgb_spread(void) {
                 rgb_spread[k][c][i] = (16 * k + i) % 3 == c ? (uint8_t)((16 * k + i) / 3) : 0x80;
 }
 
-/* ycc_to_rgb_row, 16 pixels per step in 16-bit lanes. Each jdcolor.c product FIX(x) * C with
- * |FIX(x)| >= 2^15 is split as m * 2^16 * C + r * C (r fits int16): floor((m 2^16 C + r C +
- * 2^15) / 2^16) = m C + ((r C + 2^15) >> 16) exactly, and r C + 2^15 is one pmaddwd of the pair
- * (C, 2) with (r, 2^14). tests/test_exact_cpu.py checks every (Y, Cb, Cr) against the int32
- * formula. */
+/* ycc_to_rgb_row, 16 pixels per step in 16-bit lanes. jdcolor.c's offsets floor((FIX(x) C +
+ * 2^15) / 2^16) are rewritten exactly in 16 bits: with FIX(x) = m 2^16 + r, the offset is
+ * m C + floor((r C + 2^15) / 2^16); for blue (r = -14942, even) the second term is pmulhrsw(C,
+ * r / 2), for red pmulhrsw(C, 13172) gives the same value for every C in -128..127 (found by
+ * search), and green, a sum of two products before one rounding, is one pmaddwd of the pair
+ * (Cb, Cr). tests/test_exact_cpu.py checks every (Cb, Cr) against the int32 formula. */
 __attribute__((target("avx2"))) static void ycc_to_rgb_row_avx2(const uint8_t *y, const uint8_t *cb,
                                                                const uint8_t *cr, uint8_t *out, Py_ssize_t width,
                                                                int pb) {
-    const __m256i center = _mm256_set1_epi16(128), two = _mm256_set1_epi16(2), half = _mm256_set1_epi32(1 << 15);
-    const __m256i k_r = _mm256_set1_epi32((1 << 30) | 26345);                    /* 91881 = 2^16 + 26345 */
-    const __m256i k_b = _mm256_set1_epi32((1 << 30) | (uint16_t)-14942);          /* 116130 = 2 * 2^16 - 14942 */
-    const __m256i k_g = _mm256_set1_epi32((18734 << 16) | (uint16_t)-22554);      /* -46802 = -2^16 + 18734 */
+    const __m256i center = _mm256_set1_epi16(128), half = _mm256_set1_epi32(1 << 15);
+    const __m256i k_r = _mm256_set1_epi16(13172);                             /* 91881 = 2^16 + 26345 */
+    const __m256i k_b = _mm256_set1_epi16(-7471);                             /* 116130 = 2 * 2^16 - 14942 */
+    const __m256i k_g = _mm256_set1_epi32((18734 << 16) | (uint16_t)-22554);  /* -46802 = -2^16 + 18734 */
     const __m128i *spread = (const __m128i *)rgb_spread, ones = _mm_set1_epi8(-1);
     Py_ssize_t j = 0;
     for (; j + 16 <= width; j += 16) {
@@ -509,18 +510,12 @@ __attribute__((target("avx2"))) static void ycc_to_rgb_row_avx2(const uint8_t *y
         __m256i Cb = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(cb + j))), center);
         __m256i Cr = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(cr + j))), center);
         /* unpack lo/hi then packs: both work within 128-bit lanes, so pixel order is kept. */
-        __m256i r = _mm256_packs_epi32(
-            _mm256_srai_epi32(_mm256_madd_epi16(_mm256_unpacklo_epi16(Cr, two), k_r), 16),
-            _mm256_srai_epi32(_mm256_madd_epi16(_mm256_unpackhi_epi16(Cr, two), k_r), 16));
-        __m256i b = _mm256_packs_epi32(
-            _mm256_srai_epi32(_mm256_madd_epi16(_mm256_unpacklo_epi16(Cb, two), k_b), 16),
-            _mm256_srai_epi32(_mm256_madd_epi16(_mm256_unpackhi_epi16(Cb, two), k_b), 16));
         __m256i g = _mm256_packs_epi32(
             _mm256_srai_epi32(_mm256_add_epi32(_mm256_madd_epi16(_mm256_unpacklo_epi16(Cb, Cr), k_g), half), 16),
             _mm256_srai_epi32(_mm256_add_epi32(_mm256_madd_epi16(_mm256_unpackhi_epi16(Cb, Cr), k_g), half), 16));
-        r = _mm256_add_epi16(_mm256_add_epi16(Y, Cr), r);
+        __m256i r = _mm256_add_epi16(_mm256_add_epi16(Y, Cr), _mm256_mulhrs_epi16(Cr, k_r));
+        __m256i b = _mm256_add_epi16(_mm256_add_epi16(Y, _mm256_add_epi16(Cb, Cb)), _mm256_mulhrs_epi16(Cb, k_b));
         g = _mm256_sub_epi16(_mm256_add_epi16(Y, g), Cr);
-        b = _mm256_add_epi16(_mm256_add_epi16(Y, _mm256_add_epi16(Cb, Cb)), b);
         /* Saturating packs are the range limit; then r, g, b as 16 bytes each. */
         __m256i rg = _mm256_permute4x64_epi64(_mm256_packus_epi16(r, g), 0xD8);
         __m256i bb = _mm256_permute4x64_epi64(_mm256_packus_epi16(b, b), 0xD8);
