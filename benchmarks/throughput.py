@@ -126,6 +126,8 @@ def candidates(devices: list[str], set_name: str, model_files: int, cpu_models: 
             return fn
 
         rows.append((f"kdecode decode(model=None) [{device}]", device, True, one(None), None))
+        if device == "cpu":  # the drop-in form: a PIL image, like the Pillow anchor
+            rows.append(("kdecode decode(model=None) -> PIL [cpu]", device, True, one(None, out="pil"), None))
         rows.append((f"kdecode decode_batch(model=None, 64) [{device}]", device, False, batch(None, 64), None))
         limit = model_files if device == "cpu" else None
         for name in (models if device != "cpu" or cpu_models else []):

@@ -99,8 +99,10 @@ static void on_progress(j_common_ptr cinfo)
    gives the opaque type its own definition. Rows point into the caller's buffer. */
 struct jvirt_barray_control {
     JBLOCKARRAY rows;
-    JDIMENSION n_rows, blocks_per_row;
+    JDIMENSION n_rows, blocks_per_row;  /* padded to whole MCUs */
+    JDIMENSION own_rows, own_blocks_per_row; /* the component's own grid */
     JDIMENSION first_undef_row;  /* rows below it are zeroed (or decoded) */
+    JDIMENSION packed_rows;      /* rows below it are moved to the unpadded layout, see pack_rows() */
 };
 
 /* Zero rows up to `end` that nothing has written yet. Done as libjpeg first reaches them, so the
@@ -114,6 +116,23 @@ static void define_rows(jvirt_barray_ptr array, JDIMENSION end)
     }
 }
 
+/* Drop the MCU padding of the rows below `end`: each row's own blocks move to where the unpadded
+   [own_rows, own_blocks_per_row] layout has them, in place. Moving left row by row never
+   overwrites a row not yet moved, nor any row at or past `end` (row r lands before r * padded). */
+static void pack_rows(jvirt_barray_ptr array, JDIMENSION end)
+{
+    size_t row_bytes = (size_t)array->own_blocks_per_row * sizeof(JBLOCK);
+    JDIMENSION row;
+
+    if (end > array->own_rows)
+        end = array->own_rows;
+    if (array->own_blocks_per_row != array->blocks_per_row)
+        for (row = array->packed_rows > 1 ? array->packed_rows : 1; row < end; row++)
+            memmove((char *)array->rows[0] + row * row_bytes, array->rows[row], row_bytes);
+    if (end > array->packed_rows)
+        array->packed_rows = end;
+}
+
 typedef struct {
     const unsigned char *data;
     size_t size;
@@ -122,6 +141,9 @@ typedef struct {
     unsigned short *qtables;  /* [n_planes, 64], natural order */
     int max_scans;
     int n_requested;          /* coefficient arrays handed to libjpeg so far */
+    int single_scan;          /* one scan with every component: rows above the one libjpeg asks for are final */
+    int scans;                /* scans libjpeg read (the marker parser stops at the first) */
+    unsigned int restart_interval; /* the last DRI's */
     reader_error err;
 } read_job;
 
@@ -161,7 +183,10 @@ static jvirt_barray_ptr request_caller_barray(j_common_ptr cinfo, int pool_id, b
     array->rows = (*cinfo->mem->alloc_small)(cinfo, pool_id, n_rows * sizeof(JBLOCKROW));
     array->n_rows = n_rows;
     array->blocks_per_row = blocks_per_row;
+    array->own_rows = ((j_decompress_ptr)cinfo)->comp_info[job->n_requested - 1].height_in_blocks;
+    array->own_blocks_per_row = ((j_decompress_ptr)cinfo)->comp_info[job->n_requested - 1].width_in_blocks;
     array->first_undef_row = 0;
+    array->packed_rows = 0;
     for (row = 0; row < n_rows; row++)
         array->rows[row] = (JBLOCKROW)plane->buf + (size_t)row * blocks_per_row;
     return array;
@@ -178,6 +203,13 @@ static JBLOCKARRAY access_caller_barray(j_common_ptr cinfo, jvirt_barray_ptr arr
     (void)writable;
     if (start_row > array->n_rows || n_rows > array->n_rows - start_row)
         ERREXIT(cinfo, JERR_BAD_VIRTUAL_ACCESS);
+    /* A single scan decodes the rows in order, once: pack the finished ones while they are
+       still in cache (a progressive file revisits every row; it is packed at the end). */
+    if (((read_job *)cinfo->client_data)->single_scan) {
+        if (start_row < array->packed_rows) /* never: a single scan goes forward */
+            ERREXIT(cinfo, JERR_BAD_VIRTUAL_ACCESS);
+        pack_rows(array, start_row);
+    }
     define_rows(array, start_row + n_rows);
     return array->rows + start_row;
 }
@@ -213,6 +245,7 @@ static void read_blocks(read_job *job)
                  "libjpeg sees %d components, the marker parser %d", cinfo.num_components, job->n_planes);
         fail((j_common_ptr)&cinfo, STATUS_MISMATCH);
     }
+    job->single_scan = !cinfo.progressive_mode && cinfo.comps_in_scan == cinfo.num_components;
     coef_arrays = jpeg_read_coefficients(&cinfo);
     if (job->n_requested != job->n_planes) {
         snprintf(job->err.message, sizeof job->err.message, "libjpeg decoded %d of %d components",
@@ -224,9 +257,6 @@ static void read_blocks(read_job *job)
         jpeg_component_info *comp = &cinfo.comp_info[ci];
         Py_buffer *plane = &job->planes[ci];
         JQUANT_TBL *qtable;
-        size_t padded_row = (size_t)plane->shape[1] * sizeof(JBLOCK);
-        size_t row_bytes = (size_t)comp->width_in_blocks * sizeof(JBLOCK);
-        JDIMENSION row;
         int k;
 
         if ((void *)coef_arrays[ci]->rows[0] != plane->buf) {
@@ -234,12 +264,8 @@ static void read_blocks(read_job *job)
             fail((j_common_ptr)&cinfo, STATUS_MISMATCH);
         }
         define_rows(coef_arrays[ci], coef_arrays[ci]->n_rows); /* rows no scan reached */
-        /* Drop the MCU padding: move the component's own blocks_w blocks of each row to the
-           front of the buffer, in place (moving left, row by row, never overwrites a row not
-           yet moved). The caller keeps the first blocks_h * blocks_w blocks. */
-        if (padded_row != row_bytes)
-            for (row = 1; row < comp->height_in_blocks; row++)
-                memmove((char *)plane->buf + row * row_bytes, (char *)plane->buf + row * padded_row, row_bytes);
+        /* The caller keeps the first blocks_h * blocks_w blocks: the unpadded grid, row-major. */
+        pack_rows(coef_arrays[ci], coef_arrays[ci]->own_rows);
         /* The table latched when the component's first scan began: the one its blocks were
            quantized with, even if the file redefines that slot later. A component that no
            scan reached (truncated file) falls back to the slot's current table. */
@@ -247,18 +273,22 @@ static void read_blocks(read_job *job)
         for (k = 0; k < DCTSIZE2; k++)
             job->qtables[ci * DCTSIZE2 + k] = qtable ? qtable->quantval[k] : 0;
     }
+    job->scans = cinfo.input_scan_number;
+    job->restart_interval = cinfo.restart_interval;
     jpeg_destroy_decompress(&cinfo);
 }
 
 PyDoc_STRVAR(read_doc,
-"read(data, planes, qtables, max_scans, stop_on_warning) -> (status, warnings, message)\n\n"
+"read(data, planes, qtables, max_scans, stop_on_warning)\n"
+"    -> (status, warnings, message, scans, restart_interval)\n\n"
 "Entropy-decode the JPEG in `data` (bytes-like) into `planes` (one C-contiguous int16\n"
 "[blocks_h, blocks_w, 8, 8] array per component, sized from the frame header and padded to\n"
 "whole MCUs; on return each holds its unpadded grid, row-major, at the start of its memory)\n"
 "and `qtables` (uint16 [n_components, 8, 8]), natural order. The GIL is released meanwhile.\n"
 "status: 0 ok, 1 libjpeg error, 2 corrupt-data warning (stop_on_warning), 3 too many scans,\n"
 "4 libjpeg's frame differs from the planes; warnings: corrupt-data warnings counted;\n"
-"message: libjpeg's message for the error or the first warning.");
+"message: libjpeg's message for the error or the first warning; scans: scans read;\n"
+"restart_interval: the last DRI's (both 0 unless status is 0).");
 
 static PyObject *native_read(PyObject *self, PyObject *args)
 {
@@ -306,7 +336,8 @@ static PyObject *native_read(PyObject *self, PyObject *args)
     read_blocks(&job);
     Py_END_ALLOW_THREADS
 
-    result = Py_BuildValue("(ils)", job.err.status, job.err.warnings, job.err.message);
+    result = Py_BuildValue("(ilsiI)", job.err.status, job.err.warnings, job.err.message, job.scans,
+                           job.restart_interval);
 done:
     for (i = 0; i < n_acquired; i++)
         PyBuffer_Release(&planes[i]);

@@ -1,16 +1,17 @@
 """Decoding many JPEGs: ``decode_batch`` (a list) and ``decode_iter`` (a stream), results in
 input order.
 
-The work runs in two stages that overlap:
+On CPU each of ``workers`` threads reads and decodes whole images (the native reader, the C
+pixel stage and torch release the GIL, so every core works), two images a worker in flight.
+
+On a GPU the work runs in two stages that overlap:
 
 - reading (entropy decoding to coefficients, CPU) in a pool of ``workers`` threads; the native
   reader releases the GIL, so reads run in parallel (the jpeglib reader is serialized by its
   lock, but still overlaps the second stage);
-- decoding (the model, or the exact pixel stage) of groups of ``batch_size`` images: on CPU,
-  each image is decoded in the same thread pool (the C pixel stage and torch release the GIL,
-  so every core works); on a GPU, the calling thread hands each group to the model on a CUDA
-  stream of its own, its blocks copied from pinned memory without blocking, while the pool
-  already reads the next group.
+- decoding (the model, or the exact pixel stage) of groups of ``batch_size`` images: the
+  calling thread hands each group to the model on a CUDA stream of its own, its blocks copied
+  from pinned memory without blocking, while the pool already reads the next group.
 
 Within a group, images are put into sub-groups of similar size (:func:`group_by_size`) so that a
 model that pads a sub-group to one batch tensor (``Decoder.decode_many``) wastes at most
@@ -19,13 +20,14 @@ model that pads a sub-group to one batch tensor (``Decoder.decode_many``) wastes
 from __future__ import annotations
 
 import os
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import Iterable, Iterator
 
 import torch
 
-from .decode import _OUTPUTS, _convert, check_model, decoder_for
+from .decode import _OUTPUTS, _convert, check_model, decode_with, decoder_for
 from .errors import KdecodeError
 from .jpeg.reader import Source, read_coefficients
 
@@ -77,8 +79,9 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
     yield one result per source in input order: what ``decode(src, model, device, output)``
     returns, pixel for pixel.
 
-    ``batch_size`` images are read ahead and decoded as a group (on a GPU, while the next group
-    is read); ``workers`` threads read (default: one per CPU). A file that cannot be read or
+    On a GPU, ``batch_size`` images are read ahead and decoded as a group while the next group
+    is read; on CPU each of ``workers`` threads (default: one per CPU) reads and decodes whole
+    images. A file that cannot be read or
     decoded raises its :class:`KdecodeError` (or ``OSError``) when its turn comes, after the
     results before it were yielded; with ``return_exceptions=True`` the exception object is
     yielded in its place and the stream goes on. ``read_options`` go to
@@ -93,8 +96,14 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
     cuda = device is not None and device.type == "cuda"
     workers = max(1, workers or os.cpu_count() or 1)
     sources = enumerate(srcs)
+    if not cuda:
+        # Two images a worker in flight: enough to keep every core busy, and few enough that
+        # the memory of finished images is reused (fresh pages cost more than the decode).
+        yield from _decode_iter_cpu(sources, model, device, output, 2 * workers, workers, return_exceptions,
+                                    read_options)
+        return
     with ThreadPoolExecutor(workers) as pool:
-        stream = torch.cuda.Stream(device) if cuda else None
+        stream = torch.cuda.Stream(device)
 
         def submit_reads() -> list[Future]:
             return [pool.submit(_read, i, src, read_options) for i, src in islice(sources, batch_size)]
@@ -103,7 +112,7 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
         while pending:
             upcoming = submit_reads()  # the pool reads the next group while this one decodes
             items = [f.result() for f in pending]
-            results = _decode_group(items, model, device, output, max_padding, pool, stream)
+            results = _decode_group(items, model, device, output, max_padding, stream)
             for result in results:
                 if isinstance(result, Exception) and not return_exceptions:
                     for f in upcoming:
@@ -121,17 +130,11 @@ def decode_batch(srcs: Iterable[Source], model: str | None = "auto", device=None
                             max_padding, **read_options))
 
 
-def _decode_group(items: list, model, device, output: str, max_padding: float, pool: ThreadPoolExecutor,
-                  stream) -> list:
-    """Results (images or exceptions) for one group of read results, in order."""
+def _decode_group(items: list, model, device, output: str, max_padding: float, stream) -> list:
+    """Results (images or exceptions) for one group of read results, in order (GPU)."""
     results: list = list(items)  # exceptions stay where they are
     ok = [i for i, c in enumerate(items) if not isinstance(c, Exception)]
-    if stream is None:  # CPU: one task per image, every core busy
-        futures = {i: pool.submit(_decode_one, items[i], model, device, output) for i in ok}
-        for i, f in futures.items():
-            results[i] = f.result()
-        return results
-    # GPU: sub-groups of one decoder and similar size go to the model together, on our stream.
+    # Sub-groups of one decoder and similar size go to the model together, on our stream.
     with torch.inference_mode(), torch.cuda.stream(stream):
         by_decoder: dict = {}
         for i in ok:
@@ -153,11 +156,40 @@ def _decode_group(items: list, model, device, output: str, max_padding: float, p
     return [r if isinstance(r, Exception) else _convert(r, output, device) for r in results]
 
 
+def _decode_iter_cpu(sources, model, device, output: str, ahead: int, workers: int, return_exceptions: bool,
+                     read_options: dict) -> Iterator:
+    """The CPU form of decode_iter: each worker reads and decodes whole images (the reader and
+    the C pixel stage release the GIL), at most ``ahead`` in flight, yielded in input order. One
+    task per image, without a hand-over between a read and a decode stage: the short Python
+    parts of each image then interleave with the other workers' C work instead of queueing."""
+    def one(index, src):
+        coeffs = _read(index, src, read_options)
+        return coeffs if isinstance(coeffs, Exception) else _decode_one(coeffs, model, device, output)
+
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(workers) as pool:
+        try:
+            for index, src in sources:
+                pending.append(pool.submit(one, index, src))
+                if len(pending) >= ahead:
+                    yield _result(pending.popleft(), return_exceptions)
+            while pending:
+                yield _result(pending.popleft(), return_exceptions)
+        finally:  # stopped early (an error, or the caller closed the generator)
+            for f in pending:
+                f.cancel()
+
+
+def _result(future: Future, return_exceptions: bool):
+    result = future.result()
+    if isinstance(result, Exception) and not return_exceptions:
+        raise result
+    return result
+
+
 def _decode_one(coeffs, model, device, output: str):
     try:
-        decoder = decoder_for(coeffs, model, device)
-        with torch.inference_mode():
-            return _convert(decoder.decode(coeffs, device), output, device)
+        return decode_with(decoder_for(coeffs, model, device), coeffs, device, output)
     except KdecodeError as exc:
         return exc
 

@@ -1,12 +1,15 @@
 """``kdecode.decode``: a drop-in replacement for ``Image.open(f).convert()``-free Pillow decoding."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 from .errors import KdecodeError
 from .jpeg.quality import estimate_quality
 from .jpeg.reader import Source, read_coefficients
+from .ops import exact_cpu
 from .models.registry import list_models, load_model, resolve_model, select_card
 
 _OUTPUTS = ("pil", "numpy", "torch")
@@ -56,7 +59,19 @@ def decode(src: Source, model: str | None = "auto", device=None, output: str = "
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
     check_model(model, device)
     coeffs = read_coefficients(src, **read_options)
-    decoder = decoder_for(coeffs, model, device)
+    return decode_with(decoder_for(coeffs, model, device), coeffs, device, output)
+
+
+def decode_with(decoder, coeffs, device, output: str):
+    """``decoder``'s image of ``coeffs`` as ``output`` asks for it."""
+    if decoder.name == "exact" and exact_cpu.usable(device):
+        # The C pixel stage writes straight into the output's layout: for PIL, Pillow's own
+        # storage of RGB (4 bytes a pixel), which Pillow then uses without a copy.
+        rgbx = output == "pil" and len(coeffs.components) == 3 and _pillow_maps_rgbx()
+        array = exact_cpu.decode_array(coeffs, 4 if rgbx else None)
+        if output == "torch":
+            return _convert(torch.from_numpy(array).permute(2, 0, 1), output, device)
+        return _map_rgbx(array) if rgbx else _from_array(array[..., 0] if array.shape[2] == 1 else array, output)
     with torch.inference_mode():
         image = decoder.decode(coeffs, device)  # uint8 [C, H, W]
     return _convert(image, output, device)
@@ -67,8 +82,37 @@ def _convert(image: torch.Tensor, output: str, device):
         return image.to(device) if device is not None else image
     array = image.cpu().numpy()
     array = array[0] if array.shape[0] == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
+    return _from_array(array, output)
+
+
+def _from_array(array: np.ndarray, output: str):
+    """uint8 ``[H, W]`` or ``[H, W, 3]`` as a numpy array or a PIL image (mode L or RGB)."""
     if output == "numpy":
         return array
     from PIL import Image
 
-    return Image.fromarray(array, "L" if array.ndim == 2 else "RGB")
+    if array.ndim == 2:  # Pillow stores L as the array does: no copy
+        return Image.frombuffer("L", (array.shape[1], array.shape[0]), array, "raw", "L", 0, 1)
+    return Image.fromarray(array, "RGB")
+
+
+def _map_rgbx(array: np.ndarray):
+    """A mode RGB PIL image on uint8 ``[H, W, 4]`` (R, G, B, 255: how Pillow stores RGB), without
+    a copy: what ``Image.frombuffer`` does for the modes it maps, for RGB. Read-only like every
+    mapped image: Pillow copies it before anything changes it."""
+    from PIL import Image
+
+    im = Image.Image()._new(Image.core.map_buffer(array, (array.shape[1], array.shape[0]), "raw", 0, ("RGB", 0, 1)))
+    im.readonly = 1
+    return im
+
+
+@functools.cache
+def _pillow_maps_rgbx() -> bool:
+    """Whether this Pillow maps 4-byte RGB memory as above (checked once on a probe image;
+    otherwise ``Image.fromarray`` copies 3-byte RGB)."""
+    try:
+        im = _map_rgbx(np.array([[[1, 2, 3, 255], [4, 5, 6, 255]]], np.uint8))
+        return im.mode == "RGB" and im.size == (2, 1) and im.tobytes() == bytes([1, 2, 3, 4, 5, 6])
+    except Exception:  # noqa: BLE001 - any failure means: use the copying path
+        return False

@@ -7,6 +7,7 @@ colour. The exact decode is these two with integer arithmetic; a restoring model
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .jpeg.coefficients import JpegCoefficients
@@ -72,3 +73,67 @@ def decode_exact(coeffs: JpegCoefficients, device=None) -> torch.Tensor:
     planes = blocks_to_planes(list(blocks), torch.stack(qtables), exact=True)  # one launch on a GPU
     sizes = [coeffs.component_size(i) for i in indices]
     return assemble(coeffs, [p[:h, :w] for p, (h, w) in zip(planes, sizes)])
+
+
+def _geometry(coeffs: JpegCoefficients) -> tuple:
+    """What images must share to be decoded as one batch: size, colour space and, per
+    component, sampling and block grid."""
+    return (coeffs.height, coeffs.width, coeffs.color_space,
+            tuple((c.h_samp, c.v_samp, *c.blocks.shape[:2]) for c in coeffs.components))
+
+
+def decode_exact_many(coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
+    """:func:`decode_exact` of many images, those of the same geometry as one batch: their
+    blocks stacked into one pinned buffer per component, copied in one transfer and decoded by
+    one launch of each kernel (one IDCT for all components, one upsampling+colour), instead of
+    a handful of small copies and launches per image. Results in input order, each a view of
+    its batch."""
+    return _decode_groups(coeffs, None, device)
+
+
+def decode_restoring_luma_many(coeffs: list[JpegCoefficients], restore_luma, device=None) -> list[torch.Tensor]:
+    """:func:`decode_restoring_luma` of many images, batched like :func:`decode_exact_many`:
+    ``restore_luma`` gets the float luma planes of a batch, ``[N, comp_h, comp_w]`` (the
+    orthonormal float IDCT plus 128, unclamped), and returns their uint8 restored planes."""
+    return _decode_groups(coeffs, restore_luma, device)
+
+
+def _decode_groups(coeffs: list[JpegCoefficients], restore_luma, device) -> list[torch.Tensor]:
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(coeffs):
+        groups.setdefault(_geometry(c), []).append(i)
+    out: list = [None] * len(coeffs)
+    for indices in groups.values():
+        group = [coeffs[i] for i in indices]
+        blocks, tables = _stacked_blocks(group, device)
+        first = group[0]
+        sizes = [first.component_size(k) for k in range(len(blocks))]
+        restore = restore_luma is not None and first.color_space in ("gray", "ycbcr")
+        exact = blocks_to_planes(blocks[restore:], tables[:, restore:], exact=True) if len(blocks) > restore else []
+        planes = ([restore_luma(blocks_to_planes(blocks[0], tables[:, 0], exact=False)[..., :sizes[0][0], :sizes[0][1]])]
+                  if restore else [])
+        planes += [p[..., :h, :w] for p, (h, w) in zip(exact, sizes[restore:])]
+        images = assemble(first, planes)  # [N, C, H, W]
+        for j, i in enumerate(indices):
+            out[i] = images[j]
+    return out
+
+
+def _stacked_blocks(group: list[JpegCoefficients], device) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The blocks of images of one geometry stacked per component (``[N, bh, bw, 8, 8]`` int16)
+    and their tables (``[N, C, 8, 8]`` int32), on ``device``: on a GPU through one pinned buffer
+    each, copied without blocking."""
+    cuda = device is not None and torch.device(device).type == "cuda"
+    blocks = []
+    for k, comp in enumerate(group[0].components):
+        stacked = torch.empty((len(group), *comp.blocks.shape), dtype=torch.int16, pin_memory=cuda)
+        for j, c in enumerate(group):
+            stacked[j].copy_(torch.from_numpy(c.components[k].blocks))
+        blocks.append(stacked)
+    tables = torch.from_numpy(np.stack([c.qtables for c in group]).astype(np.int32))
+    if cuda:
+        tables = tables.pin_memory()
+    if device is not None:
+        blocks = [b.to(device, non_blocking=True) for b in blocks]
+        tables = tables.to(device, non_blocking=True)
+    return blocks, tables

@@ -155,3 +155,37 @@ def test_gpu_batch_equals_cpu_decode():
         assert torch.equal(got.cpu(), kdecode.decode(data, model=None, output="torch"))
     batch = collate_coefficients([kdecode.read_coefficients(f) for f in files[:1]]).pin_memory().to("cuda")
     assert batch.blocks[0].is_cuda
+
+
+def test_exact_decode_of_many_batches_by_geometry(monkeypatch):
+    # The GPU path of decode_batch(model=None) decodes images of one geometry as one batch;
+    # its torch reference (forced here, on CPU) must give each image's own exact decode.
+    from kdecode.models.base import ExactDecoder
+    from kdecode.pipeline import _geometry, decode_exact
+
+    files = mixed_files() + [encode(photo(33, 47, s), quality=q, subsampling="4:2:0") for s, q in ((7, 30), (8, 80))]
+    coeffs = [kdecode.read_coefficients(b) for b in files]
+    assert len({_geometry(c) for c in coeffs}) < len(coeffs)  # some batches of several images
+    expected = [decode_exact(c) for c in coeffs]
+    monkeypatch.setenv("KDECODE_FORCE_TORCH", "1")
+    got = ExactDecoder().decode_many(coeffs, device="cpu")
+    assert len(got) == len(expected)
+    for k, (e, g) in enumerate(zip(expected, got)):
+        assert g.shape == e.shape and torch.equal(g, e), k
+
+
+def test_pixel_model_restores_a_batch_like_one_by_one():
+    # On a GPU, decode_batch hands a pixel model images of one geometry as one batch (one
+    # forward pass); each must come out as decode() gives it (float convolutions on a batch may
+    # round differently in the last bit: at most one grey level, rarely).
+    decoder = kdecode.models.load_model("fast_arcnn", quality=10)
+    files = [encode(photo(40, 56, s, gray=s == 3), quality=12, subsampling="4:2:0") for s in range(4)]
+    coeffs = [kdecode.read_coefficients(b) for b in files]
+    with torch.inference_mode():
+        got = decoder.decode_many(coeffs, device="cpu")
+        expected = [decoder.decode(c, "cpu") for c in coeffs]
+    for e, g in zip(expected, got):
+        assert g.shape == e.shape
+        diff = (g.int() - e.int()).abs()
+        assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+    assert not torch.equal(got[0], kdecode.decode(files[0], model=None, output="torch"))  # it restored

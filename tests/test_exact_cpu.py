@@ -14,6 +14,17 @@ pytestmark = pytest.mark.skipif(exact_cpu.why_not() is not None and "FORCE" not 
                                 reason=f"C path unavailable: {exact_cpu.why_not()}")
 
 
+@pytest.fixture(params=["simd", "portable"], autouse=True)
+def simd(request):
+    """Every test runs with the hand-written AVX2 paths (where the CPU has them) and with the
+    portable vector code, which must give the same samples."""
+    from kdecode import _exactcpu
+
+    _exactcpu.set_simd(request.param == "simd")
+    yield request.param
+    _exactcpu.set_simd(True)
+
+
 def test_corpus_same_as_torch_reference(monkeypatch, jpeg_corpus):
     # The 1500x2000 files are left out: the torch reference takes seconds on them, and
     # test_exact_decode compares them (through this C path) with Pillow.
@@ -59,3 +70,54 @@ def test_upsample_and_colour_every_mode(factors):
             assert np.array_equal(out, ref.permute(1, 2, 0).numpy()), (factors, ch, cw, convert)
     gray = exact_cpu.upsample_to_image([luma], [(height, width)], [(1, 1)], height, width, False)
     assert np.array_equal(gray[..., 0], luma[:height, :width])
+
+
+def test_colour_every_cb_cr_pair():
+    # The SIMD colour rows split jdcolor.c's products into 16-bit parts: every (Cb, Cr) must give
+    # the int32 formula's value. Y only adds before the range limit, so Y = 0 shows every
+    # non-negative offset and Y = 255 every negative one: with both, a wrong offset anywhere in
+    # -255..255 shows. An odd width also exercises the scalar tail.
+    cb, cr = (a.reshape(-1).astype(np.uint8) for a in np.meshgrid(np.arange(256), np.arange(256), indexing="ij"))
+    width = cb.size - 5
+    luma = np.repeat(np.array([0, 1, 128, 254, 255], np.uint8)[:, None], width, 1)
+    chroma = [np.broadcast_to(c[:width], luma.shape).copy() for c in (cb, cr)]
+    out = exact_cpu.upsample_to_image([luma, *chroma], [luma.shape] * 3, [(1, 1)] * 3, *luma.shape, True)
+    ref = ycbcr_to_rgb(torch.from_numpy(np.stack([luma, *chroma])))
+    assert np.array_equal(out, ref.permute(1, 2, 0).numpy())
+
+
+def test_dc_only_blocks_every_dc():
+    # Blocks without AC coefficients take a shortcut: every DC value and extreme tables.
+    dc = np.arange(-32768, 32768, 16, dtype=np.int64)
+    blocks = np.zeros((dc.size // 64, 64, 8, 8), np.int16)
+    blocks[..., 0, 0] = dc.reshape(-1, 64)
+    for q0 in (1, 7, 255, 65535):
+        qtable = np.full((8, 8), 3, np.uint16)
+        qtable[0, 0] = q0
+        ref = blocks_to_plane(idct_islow(torch.from_numpy(blocks), torch.from_numpy(qtable.astype(np.int32))))
+        assert np.array_equal(exact_cpu.idct_plane(blocks, qtable), ref.numpy()), q0
+
+
+def test_idct_16bit_path_limits():
+    # The SIMD IDCT works on pairs of blocks in 16-bit lanes and falls back to int32 when a
+    # dequantized coefficient or a pass-1 output does not fit: blocks on both sides of those
+    # limits, next to DC-only blocks, on an odd number of block columns (a block without a pair).
+    rng = np.random.default_rng(1)
+    blocks = rng.integers(-60, 60, (6, 7, 8, 8)).astype(np.int16)
+    blocks[0, :2] = 4095                      # dequantized 32760 fits, pass-1 outputs do not
+    blocks[1, 0] = 4096                       # dequantized 32768: over int16
+    blocks[1, 1, 0, 0] = -4096                # -32768 fits exactly
+    blocks[2, 3] = rng.integers(-3000, 3000, (8, 8))
+    blocks[3, :, 1:] = 0                      # DC-only blocks ...
+    blocks[3, :, 0, 1:] = 0
+    blocks[3, 2, 7, 7] = 1                    # ... and one that is not, paired with one
+    blocks[4, 1::2] = blocks[4, 1::2] * 400   # big pairs next to ordinary ones
+    blocks[5, 0] = 0
+    blocks[5, 0, 7, 7] = 4096                 # one coefficient over int16: 32768 != -32768
+    blocks[5, 2] = 0
+    blocks[5, 2, 0, :2] = 4000, -2880         # pass-1 outputs over int16 that pass 2 cancels
+    blocks[5, 4] = 0
+    blocks[5, 4, 7, 7] = 8192                 # 65536: 0 in 16 bits
+    qtable = np.full((8, 8), 8, np.uint16)
+    ref = blocks_to_plane(idct_islow(torch.from_numpy(blocks), torch.from_numpy(qtable.astype(np.int32))))
+    assert np.array_equal(exact_cpu.idct_plane(blocks, qtable), ref.numpy())

@@ -1,6 +1,7 @@
 """decode(model=None) must return exactly what Pillow returns: same mode, size and pixels."""
 from __future__ import annotations
 
+import importlib
 import io
 
 import numpy as np
@@ -53,6 +54,29 @@ def test_outputs_agree():
     assert np.array_equal(ten.permute(1, 2, 0).numpy(), arr)
     gray = kdecode.decode(encode(photo(20, 30, 2, gray=True), quality=50), model=None, output="numpy")
     assert gray.shape == (20, 30)
+
+
+@pytest.mark.parametrize("gray", [False, True])
+def test_pil_image_behaves_like_pillows(gray, monkeypatch):
+    # decode(output="pil") hands Pillow the decoded memory without a copy (Pillow's own 4-byte
+    # RGB layout, or L): the image must act like Pillow's in every way a user sees, and the
+    # copying fallback must give the same image.
+    decode_module = importlib.import_module("kdecode.decode")  # the module (kdecode.decode is the function)
+    data = encode(photo(29, 41, 3, gray=gray), quality=70)
+    ref = pillow_decode(data)
+    out = kdecode.decode(data, model=None)
+    assert decode_module._pillow_maps_rgbx()  # this Pillow takes the no-copy path
+    assert (out.mode, out.size, out.tobytes()) == (ref.mode, ref.size, ref.tobytes())
+    assert out.getpixel((40, 28)) == ref.getpixel((40, 28))
+    out.putpixel((0, 0), ref.getpixel((1, 1)))  # writable (Pillow copies a mapped image first)
+    ref.putpixel((0, 0), ref.getpixel((1, 1)))
+    assert out.tobytes() == ref.tobytes()
+    buf = io.BytesIO()
+    out.save(buf, "PNG")
+    assert Image.open(buf).tobytes() == ref.tobytes()
+    assert out.convert("RGB" if gray else "L").tobytes() == ref.convert("RGB" if gray else "L").tobytes()
+    monkeypatch.setattr(decode_module, "_pillow_maps_rgbx", lambda: False)
+    assert kdecode.decode(data, model=None).tobytes() == pillow_decode(data).tobytes()
 
 
 def test_sources_path_bytes_fileobj(tmp_path):

@@ -106,3 +106,16 @@ def test_ops_are_batched_and_differentiable():
     assert idct_blocks(x).shape == x.shape
     p = torch.rand(2, 1, 6, 7, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: upsample(t, 2, 2), (p,))
+
+
+def test_transforms_train_after_inference_mode():
+    # The DCT matrix is cached: made first under inference_mode (a decode with a model) it must
+    # still serve training later in the same process.
+    from kdecode.ops import dct
+
+    dct._dct_matrix_cpu.cache_clear()
+    with torch.inference_mode():
+        idct_blocks(torch.ones(1, 8, 8, dtype=torch.float64))
+    x = torch.ones(1, 8, 8, dtype=torch.float64, requires_grad=True)
+    idct_blocks(x).sum().backward()
+    assert x.grad is not None

@@ -1,8 +1,12 @@
 """A small JPEG marker parser: everything kdecode must know *before* it lets a decoder allocate.
 
-It walks the marker segments (and skims the entropy-coded data of every scan for markers),
-so that unsupported files, absurd dimensions and truncated files are rejected cheaply and with a
-clear reason, whatever the backend. It never decodes entropy-coded data.
+It walks the marker segments (and, for the whole file, skims the entropy-coded data of every
+scan for markers), so that unsupported files, absurd dimensions and truncated files are rejected
+cheaply and with a clear reason, whatever the backend. It never decodes entropy-coded data.
+Everything that sizes the decoder's arrays (the frame header, the tables, the first scan header)
+comes before the first scan's data: ``whole_file=False`` stops there, for a reader that checks
+the rest itself (the native reader: libjpeg reports truncation, restart markers out of order and
+the scan count; the whole-file walk then runs only to explain a file it flagged).
 """
 from __future__ import annotations
 
@@ -54,12 +58,20 @@ class JpegHeader:
     precision: int = 8
     sof: int = 0
     components: list[FrameComponent] = field(default_factory=list)
-    qtables: dict[int, np.ndarray] = field(default_factory=dict)  # index -> uint16 [8, 8] natural
+    # index -> (8 or 16-bit, zigzag-ordered bytes) of every table defined so far (see qtables)
+    raw_qtables: dict[int, tuple[int, bytes]] = field(default_factory=dict, repr=False)
     restart_interval: int = 0
     adobe_transform: int | None = None
     jfif: bool = False
     scans: int = 0
     truncated: bool = False
+    whole_file: bool = True  # False: parsed up to the first scan's data only
+
+    @property
+    def qtables(self) -> dict[int, np.ndarray]:
+        """Table index -> uint16 [8, 8], natural order (the last definition of each)."""
+        return {tq: np.frombuffer(raw, dtype=">u2" if pq else np.uint8)[_UNZIGZAG].astype(np.uint16).reshape(8, 8)
+                for tq, (pq, raw) in self.raw_qtables.items()}
 
     @property
     def progressive(self) -> bool:
@@ -72,10 +84,10 @@ class JpegHeader:
     def block_grids(self) -> list[tuple[int, int]]:
         """(blocks_h, blocks_w) of every component: its own grid, not padded to the MCU
         (libjpeg's height_in_blocks / width_in_blocks)."""
-        hmax = max(c.h_samp for c in self.components)
-        vmax = max(c.v_samp for c in self.components)
-        return [(-(-self.height * c.v_samp // (vmax * 8)), -(-self.width * c.h_samp // (hmax * 8)))
-                for c in self.components]
+        comps = self.components
+        width8 = 8 * max([c.h_samp for c in comps])
+        height8 = 8 * max([c.v_samp for c in comps])
+        return [(-(-self.height * c.v_samp // height8), -(-self.width * c.h_samp // width8)) for c in comps]
 
     @property
     def color_space(self) -> str:
@@ -95,11 +107,14 @@ class JpegHeader:
         return f"{n} components"
 
 
-def parse_header(data: bytes, source: str, max_pixels: int | None, allow_truncated: bool = False) -> JpegHeader:
+def parse_header(data: bytes, source: str, max_pixels: int | None, allow_truncated: bool = False,
+                 whole_file: bool = True) -> JpegHeader:
     """Parse and check the markers of ``data``.
 
     Raises NotAJpegError, UnsupportedJpegError, ImageTooLargeError (before anything large is
     allocated) or CorruptJpegError (truncated file, broken segment, restart markers out of order).
+    With ``whole_file=False`` it stops at the first scan's entropy-coded data (``scans`` is 1):
+    what comes after is left to the reader.
     """
     if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
         kind = "empty input" if not data else "no JPEG SOI marker at the start"
@@ -143,13 +158,18 @@ def parse_header(data: bytes, source: str, max_pixels: int | None, allow_truncat
             if len(payload) < 2:
                 raise CorruptJpegError(source, "DRI segment too short")
             h.restart_interval = (payload[0] << 8) | payload[1]
-        elif marker == 0xE0 and payload[:5] == b"JFIF\x00":
+        # The colour space comes from the markers before the first scan, as libjpeg decides it.
+        elif marker == 0xE0 and payload[:5] == b"JFIF\x00" and not h.scans:
             h.jfif = True
-        elif marker == 0xEE and payload[:5] == b"Adobe" and len(payload) >= 12:
+        elif marker == 0xEE and payload[:5] == b"Adobe" and len(payload) >= 12 and not h.scans:
             h.adobe_transform = payload[11]
         elif marker == 0xDA:
             if not h.components:
                 raise CorruptJpegError(source, "scan (SOS) before the frame header (SOF)")
+            if not whole_file:
+                _check_sos(h, payload, source)
+                h.whole_file = False
+                return h
             pos = _skip_scan(h, data, pos, payload, source)
             if pos < 0:
                 return _truncated(h, source, allow_truncated, "file ends inside the entropy-coded data")
@@ -196,11 +216,10 @@ def _parse_sof(h: JpegHeader, marker: int, p: bytes, source: str, max_pixels: in
         if not (1 <= hs <= 4 and 1 <= vs <= 4) or tq > 3:
             raise CorruptJpegError(source, f"component {cid} has invalid sampling {hs}x{vs} or table {tq}")
         h.components.append(FrameComponent(cid, hs, vs, tq))
-    cs = h.color_space
-    if cs in ("cmyk", "ycck"):
-        raise UnsupportedJpegError(source, f"{cs.upper()} JPEG is not supported")
-    hmax = max(c.h_samp for c in h.components)
-    vmax = max(c.v_samp for c in h.components)
+    if ncomp == 4:
+        raise UnsupportedJpegError(source, f"{h.color_space.upper()} JPEG is not supported")
+    hmax = max([c.h_samp for c in h.components])
+    vmax = max([c.v_samp for c in h.components])
     for c in h.components:
         if hmax % c.h_samp or vmax % c.v_samp:
             raise UnsupportedJpegError(source, f"fractional sampling ({c.h_samp}x{c.v_samp} of {hmax}x{vmax})")
@@ -213,26 +232,32 @@ def _parse_dqt(h: JpegHeader, p: bytes, source: str) -> None:
         size = 128 if pq else 64
         if tq > 3 or pq > 1 or i + 1 + size > len(p):
             raise CorruptJpegError(source, "invalid DQT segment")
-        raw = np.frombuffer(p, dtype=">u2" if pq else np.uint8, count=64, offset=i + 1)
-        if not raw.all():
+        raw = p[i + 1:i + 1 + size]
+        if (not np.frombuffer(raw, ">u2").all()) if pq else 0 in raw:
             raise CorruptJpegError(source, f"quantization table {tq} has a zero entry")
-        h.qtables[tq] = raw[_UNZIGZAG].astype(np.uint16).reshape(8, 8)
+        h.raw_qtables[tq] = (pq, raw)
         i += 1 + size
+
+
+def _check_sos(h: JpegHeader, p: bytes, source: str) -> None:
+    """Check an SOS header (and, at the first scan, that every component's table is defined)."""
+    if len(p) < 1 or len(p) < 1 + 2 * p[0] + 3 or p[0] == 0:
+        raise CorruptJpegError(source, "invalid SOS segment")
+    ids = [c.id for c in h.components]
+    for k in range(p[0]):
+        if p[1 + 2 * k] not in ids:
+            raise CorruptJpegError(source, f"scan references unknown component {p[1 + 2 * k]}")
+    if h.scans == 0:
+        for c in h.components:
+            if c.qtable_index not in h.raw_qtables:
+                raise CorruptJpegError(source, f"component {c.id} uses undefined quantization table {c.qtable_index}")
+    h.scans += 1
 
 
 def _skip_scan(h: JpegHeader, data: bytes, pos: int, p: bytes, source: str) -> int:
     """Check the SOS header and skim its entropy-coded data; return the position of the next
     marker, or -1 if the data ends first. Restart markers must come in order RST0..RST7."""
-    if len(p) < 1 or len(p) < 1 + 2 * p[0] + 3 or p[0] == 0:
-        raise CorruptJpegError(source, "invalid SOS segment")
-    ids = {c.id for c in h.components}
-    for k in range(p[0]):
-        if p[1 + 2 * k] not in ids:
-            raise CorruptJpegError(source, f"scan references unknown component {p[1 + 2 * k]}")
-    for c in h.components:
-        if c.qtable_index not in h.qtables and h.scans == 0:
-            raise CorruptJpegError(source, f"component {c.id} uses undefined quantization table {c.qtable_index}")
-    h.scans += 1
+    _check_sos(h, p, source)
     expected_rst = 0
     while True:
         m = _MARKER_IN_SCAN.search(data, pos)

@@ -1,7 +1,10 @@
 """``read_coefficients``: from a path, bytes or file object to :class:`JpegCoefficients`.
 
 The marker parser checks the file first (cheap, no allocation); a backend then entropy-decodes
-it. Backends share one interface (``read(data, path, header, source, allow_truncated) -> (list of
+it. For the native backend the parser stops at the first scan (everything that sizes the arrays
+is before it): libjpeg itself reports what lies beyond (truncation, restart markers out of
+order, corrupt data, too many scans), and only a file it flags is walked whole, to raise the
+same error as the jpeglib backend would. Backends share one interface (``read(data, path, header, source, allow_truncated) -> (list of
 int16 block arrays, uint16 [n_components, 8, 8] tables, warning count, messages)``) so the reader
 can be swapped without touching anything above. The native backend (``kdecode._jpegnative``, libjpeg-turbo, built with the package) is
 used when it is built; otherwise, or with ``KDECODE_READER=jpeglib`` in the environment, the
@@ -74,6 +77,7 @@ class JpeglibBackend:
     """
 
     name = "jpeglib"
+    checks_whole_file = False  # libjpeg's warnings only: the marker parser walks every scan first
     _lock = threading.Lock()
 
     def __init__(self):
@@ -152,10 +156,11 @@ class NativeBackend:
 
     One entropy-decoding pass from memory, straight into arrays allocated here from the checked
     frame header, with the GIL released: threads read in parallel. libjpeg's warnings are
-    counted instead of printed.
+    counted instead of printed; it counts the scans and stops past ``max_scans``.
     """
 
     name = "native"
+    checks_whole_file = True
 
     def __init__(self):
         import importlib
@@ -167,12 +172,14 @@ class NativeBackend:
              allow_truncated: bool = True):
         grids = header.block_grids()
         # libjpeg decodes whole MCUs: it gets arrays padded to them and returns each component's
-        # own grid at the start of its array.
+        # own grid at the start of its array. One array per component, not one per image: with
+        # glibc's malloc the single larger block was not reused from the heap when many results
+        # stay alive (a batch), and was page-faulted afresh each time (about 6x the faults).
         padded = [np.empty((-(-bh // c.v_samp) * c.v_samp, -(-bw // c.h_samp) * c.h_samp, 8, 8), np.int16)
                   for (bh, bw), c in zip(grids, header.components)]
         qtables = np.empty((len(grids), 8, 8), np.uint16)
-        status, warnings, message = self._native.read(data, padded, qtables, settings.max_scans or 0,
-                                                      not allow_truncated)
+        status, warnings, message, scans, restart_interval = self._native.read(
+            data, padded, qtables, settings.max_scans or 0, not allow_truncated)
         if status == 3:
             raise UnsupportedJpegError(source, f"{message} (kdecode.settings.max_scans)")
         if status:
@@ -180,6 +187,8 @@ class NativeBackend:
             # frame that libjpeg reads differently from the marker parser (never trusted).
             kind = "corrupt entropy-coded data" if status == 2 else "libjpeg failed"
             raise CorruptJpegError(source, f"{kind} ({message})")
+        if not header.whole_file:  # what the parser did not see, as libjpeg saw it
+            header.scans, header.restart_interval = scans, restart_interval
         planes = [p.reshape(-1)[:bh * bw * 64].reshape(bh, bw, 8, 8) for p, (bh, bw) in zip(padded, grids)]
         return planes, qtables, warnings, message
 
@@ -246,25 +255,40 @@ def read_coefficients_from_bytes(data: bytes, name: str = "<bytes>", *, path: st
         max_pixels = settings.max_image_pixels
     if allow_truncated is None:
         allow_truncated = settings.allow_truncated
-    header = parse_header(data, name, max_pixels, allow_truncated)
-    if settings.max_scans and header.scans > settings.max_scans:
-        raise UnsupportedJpegError(name, f"{header.scans} scans, over the limit of {settings.max_scans} "
-                                   "(kdecode.settings.max_scans)")
     backend = get_backend()
-    planes, qtables, warnings, messages = backend.read(data, path, header, name, allow_truncated)
+    if backend.checks_whole_file:
+        header = parse_header(data, name, max_pixels, allow_truncated, whole_file=False)
+    else:
+        header = _parse_whole_file(data, name, max_pixels, allow_truncated)
+    try:
+        planes, qtables, warnings, messages = backend.read(data, path, header, name, allow_truncated)
+    except KdecodeError:
+        if backend.checks_whole_file:  # the parser's reason, where it has one, as on the jpeglib path
+            _parse_whole_file(data, name, max_pixels, allow_truncated)
+        raise
+    if warnings and not header.whole_file:
+        # Tolerated corrupt data (allow_truncated): restart markers out of order are still
+        # refused, and a truncated end counts as one more warning, as on the jpeglib path.
+        header = _parse_whole_file(data, name, max_pixels, allow_truncated)
     if warnings and not allow_truncated:
         first = messages.strip().splitlines()[0] if messages.strip() else "corrupt data"
         raise CorruptJpegError(name, f"corrupt entropy-coded data ({first})")
     _check_grid(planes, qtables, header, name)
-    comps = []
-    for fc, blocks, qt in zip(header.components, planes, qtables):
-        comps.append(Component(id=fc.id, h_samp=fc.h_samp, v_samp=fc.v_samp, qtable=qt,
-                               blocks=blocks, qtable_index=fc.qtable_index))
-    coeffs = JpegCoefficients(width=header.width, height=header.height, color_space=header.color_space,
-                              components=comps, progressive=header.progressive,
-                              arithmetic=header.arithmetic, restart_interval=header.restart_interval,
-                              source=name, warnings=warnings + int(header.truncated))
-    return coeffs
+    comps = [Component(id=fc.id, h_samp=fc.h_samp, v_samp=fc.v_samp, qtable=qt, blocks=blocks,
+                       qtable_index=fc.qtable_index)
+             for fc, blocks, qt in zip(header.components, planes, qtables)]
+    return JpegCoefficients(width=header.width, height=header.height, color_space=header.color_space,
+                            components=comps, progressive=header.progressive,
+                            arithmetic=header.arithmetic, restart_interval=header.restart_interval,
+                            source=name, warnings=warnings + int(header.truncated))
+
+
+def _parse_whole_file(data: bytes, name: str, max_pixels: int | None, allow_truncated: bool) -> JpegHeader:
+    header = parse_header(data, name, max_pixels, allow_truncated)
+    if settings.max_scans and header.scans > settings.max_scans:
+        raise UnsupportedJpegError(name, f"{header.scans} scans, over the limit of {settings.max_scans} "
+                                   "(kdecode.settings.max_scans)")
+    return header
 
 
 def read_coefficients_batch(srcs: Iterable[Source], *, workers: int | None = None,
@@ -296,10 +320,10 @@ def _check_grid(planes: list, qtables: np.ndarray, header: JpegHeader, name: str
     """The block grid a backend returns must be the component's own size: anything else would
     silently shift the image. Every component needs a table without zeros (one the file
     defined)."""
-    for i, (blocks, grid) in enumerate(zip(planes, header.block_grids())):
-        want = (*grid, 8, 8)
-        if blocks.shape != want:
-            raise KdecodeError(name, f"reader returned blocks {blocks.shape} for component {i}, expected {want}")
+    for i, (blocks, (bh, bw)) in enumerate(zip(planes, header.block_grids())):
+        if blocks.shape != (bh, bw, 8, 8):
+            raise KdecodeError(name, f"reader returned blocks {blocks.shape} for component {i}, "
+                               f"expected {(bh, bw, 8, 8)}")
     if qtables.shape != (len(planes), 8, 8) or not qtables.all():
         i = next((i for i, q in enumerate(qtables) if not q.all()), 0)
         raise CorruptJpegError(name, f"component {i} has no valid quantization table")

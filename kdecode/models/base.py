@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from ..jpeg.coefficients import JpegCoefficients
-from ..pipeline import decode_exact
+from ..ops import exact_cpu
+from ..pipeline import decode_exact, decode_exact_many
 
 
 class Decoder(nn.Module):
@@ -35,3 +36,8 @@ class ExactDecoder(Decoder):
 
     def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:
         return decode_exact(coeffs, device)
+
+    def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
+        if exact_cpu.usable(device):  # the C path: image by image, already at full speed
+            return [decode_exact(c, device) for c in coeffs]
+        return decode_exact_many(coeffs, device)

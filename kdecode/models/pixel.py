@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..jpeg.coefficients import JpegCoefficients
-from ..pipeline import component_plane, decode_restoring_luma, to_samples
+from ..pipeline import component_plane, decode_restoring_luma, decode_restoring_luma_many, to_samples
 from .base import Decoder
 
 
@@ -45,6 +45,13 @@ class PixelRestorer(Decoder):
         device = torch.device(device) if device is not None else next(self.parameters()).device
         self.to(device)
         return decode_restoring_luma(coeffs, self._restore_luma, device)
+
+    def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
+        """Images of one geometry restored as one batch (one forward pass of the net)."""
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        self.to(device)
+        return decode_restoring_luma_many(
+            coeffs, lambda luma: to_samples(self.restore(luma[:, None].float() / 255.0)[:, 0]), device)
 
     def _restore_luma(self, coeffs: JpegCoefficients, device) -> torch.Tensor:
         luma = component_plane(coeffs, 0, device, exact=False) / 255.0

@@ -12,6 +12,7 @@ import torch
 
 
 @lru_cache(maxsize=None)
+@torch.inference_mode(False)  # cached: made under inference_mode it could never be used in training
 def _dct_matrix_cpu(dtype: torch.dtype) -> torch.Tensor:
     # C[k, n] = a(k) cos((2n + 1) k pi / 16): rows are the 1-D basis functions.
     k = torch.arange(8, dtype=torch.float64).unsqueeze(1)

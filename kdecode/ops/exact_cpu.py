@@ -48,29 +48,48 @@ def idct_plane(blocks: np.ndarray, qtable: np.ndarray) -> np.ndarray:
     if blocks.shape[2:] != (8, 8):
         raise ValueError(f"blocks must be [bh, bw, 8, 8], got {blocks.shape}")
     plane = np.empty((bh * 8, bw * 8), np.uint8)
-    _exactcpu.idct_islow(blocks, np.ascontiguousarray(qtable, dtype=np.int32).reshape(64), plane, bh, bw)
+    _exactcpu.idct_islow(blocks, _qtable_int32(qtable), plane, bh, bw)
     return plane
 
 
 def upsample_to_image(planes: list[np.ndarray], sizes: list[tuple[int, int]], factors: list[tuple[int, int]],
-                      height: int, width: int, convert: bool) -> np.ndarray:
+                      height: int, width: int, convert: bool, pixel_bytes: int | None = None) -> np.ndarray:
     """Component planes (uint8, at least their real ``sizes`` (h, w), extra rows/columns
     ignored) upsampled by ``factors`` (h_factor, v_factor), cropped to ``height x width`` and
-    converted YCbCr -> RGB when ``convert``: uint8 ``[height, width, C]``."""
+    converted YCbCr -> RGB when ``convert``: uint8 ``[height, width, pixel_bytes]`` (default: one
+    byte a component; 4 for 3 components: R, G, B, 255, Pillow's own RGB storage)."""
     comps = []
     for plane, (ch, cw), (hf, vf) in zip(planes, sizes, factors):
         plane = np.ascontiguousarray(plane, dtype=np.uint8)
         comps.append((plane, plane.shape[1], ch, cw, hf, vf, fancy_mode(hf, vf, cw)))
-    out = np.empty((height, width, len(planes)), np.uint8)
-    _exactcpu.upsample_color(out, height, width, convert, comps)
+    out = np.empty((height, width, pixel_bytes or len(planes)), np.uint8)
+    _exactcpu.upsample_color(out, height, width, convert, comps, out.shape[2])
     return out
 
 
+def decode_array(coeffs, pixel_bytes: int | None = None) -> np.ndarray:
+    """Bit-exact decode on CPU in one call with the GIL released: uint8 ``[H, W, pixel_bytes]``
+    (default: one byte a component; 4 for colour: R, G, B, 255, Pillow's RGB storage, which
+    ``decode(output="pil")`` hands to Pillow without a copy)."""
+    height, width, components = coeffs.height, coeffs.width, coeffs.components
+    h_max, v_max = max(c.h_samp for c in components), max(c.v_samp for c in components)
+    comps = []
+    for c in components:
+        blocks = np.ascontiguousarray(c.blocks, dtype=np.int16)
+        hf, vf = h_max // c.h_samp, v_max // c.v_samp
+        ch, cw = -(-height * c.v_samp // v_max), -(-width * c.h_samp // h_max)  # component_size()
+        comps.append((blocks, _qtable_int32(c.qtable), blocks.shape[0], blocks.shape[1], ch, cw, hf, vf,
+                      fancy_mode(hf, vf, cw)))
+    image = np.empty((height, width, pixel_bytes or len(comps)), np.uint8)
+    _exactcpu.decode(image, height, width, coeffs.color_space == "ycbcr", comps, image.shape[2])
+    return image
+
+
 def decode_exact(coeffs) -> torch.Tensor:
-    """Bit-exact decode on CPU: uint8 ``[C, H, W]``, a view of channels-last memory (so the
+    """:func:`decode_array` as uint8 ``[C, H, W]``, a view of channels-last memory (so the
     numpy/PIL conversion of ``decode`` needs no copy)."""
-    planes = [idct_plane(c.blocks, c.qtable) for c in coeffs.components]
-    sizes = [coeffs.component_size(i) for i in range(len(planes))]
-    factors = [(coeffs.max_h_samp // c.h_samp, coeffs.max_v_samp // c.v_samp) for c in coeffs.components]
-    image = upsample_to_image(planes, sizes, factors, coeffs.height, coeffs.width, coeffs.color_space == "ycbcr")
-    return torch.from_numpy(image).permute(2, 0, 1)
+    return torch.from_numpy(decode_array(coeffs)).permute(2, 0, 1)
+
+
+def _qtable_int32(qtable: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(qtable, dtype=np.int32).reshape(64)
