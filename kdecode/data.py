@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -85,11 +86,12 @@ class CoefficientBatch:
                                 self.sizes.to(device, non_blocking=non_blocking), self.coefficients)
 
 
-def collate_coefficients(items: list[JpegCoefficients]) -> CoefficientBatch:
+def collate_coefficients(items: list[JpegCoefficients], pin_memory: bool = False) -> CoefficientBatch:
     """``collate_fn`` for a DataLoader over :class:`JpegFolder`: pads every component's block
     grid to the batch's largest (zero blocks) and stacks. All images must share colour space
     and sampling (group them with a batch sampler otherwise): a ValueError names the first
-    image that differs."""
+    image that differs. ``pin_memory``: the blocks and tables are stacked straight into pinned
+    memory (for copies to a GPU without blocking)."""
     if not items:
         raise ValueError("empty batch")
     first = items[0]
@@ -103,11 +105,14 @@ def collate_coefficients(items: list[JpegCoefficients]) -> CoefficientBatch:
         grids = [c.components[k].blocks for c in items]
         bh = max(g.shape[0] for g in grids)
         bw = max(g.shape[1] for g in grids)
-        out = torch.zeros((len(items), bh, bw, 8, 8), dtype=torch.int16)
+        same = all(g.shape[:2] == (bh, bw) for g in grids)  # nothing to pad: no zero fill
+        out = (torch.empty if same else torch.zeros)((len(items), bh, bw, 8, 8), dtype=torch.int16,
+                                                     pin_memory=pin_memory)
         for n, g in enumerate(grids):
             out[n, :g.shape[0], :g.shape[1]] = torch.from_numpy(g)
         blocks.append(out)
-    qtables = torch.stack([torch.from_numpy(c.qtables.astype("int32")) for c in items])
+    qtables = torch.from_numpy(np.stack([c.qtables for c in items]).astype(np.int32))
+    qtables = qtables.pin_memory() if pin_memory else qtables
     sizes = torch.tensor([[c.height, c.width] for c in items], dtype=torch.int64)
     return CoefficientBatch(blocks, qtables, sizes, list(items))
 

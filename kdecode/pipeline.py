@@ -7,7 +7,6 @@ colour. The exact decode is these two with integer arithmetic; a restoring model
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .jpeg.coefficients import JpegCoefficients
@@ -121,19 +120,12 @@ def _decode_groups(coeffs: list[JpegCoefficients], restore_luma, device) -> list
 
 def _stacked_blocks(group: list[JpegCoefficients], device) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The blocks of images of one geometry stacked per component (``[N, bh, bw, 8, 8]`` int16)
-    and their tables (``[N, C, 8, 8]`` int32), on ``device``: on a GPU through one pinned buffer
-    each, copied without blocking."""
-    cuda = device is not None and torch.device(device).type == "cuda"
-    blocks = []
-    for k, comp in enumerate(group[0].components):
-        stacked = torch.empty((len(group), *comp.blocks.shape), dtype=torch.int16, pin_memory=cuda)
-        for j, c in enumerate(group):
-            stacked[j].copy_(torch.from_numpy(c.components[k].blocks))
-        blocks.append(stacked)
-    tables = torch.from_numpy(np.stack([c.qtables for c in group]).astype(np.int32))
-    if cuda:
-        tables = tables.pin_memory()
-    if device is not None:
-        blocks = [b.to(device, non_blocking=True) for b in blocks]
-        tables = tables.to(device, non_blocking=True)
-    return blocks, tables
+    and their tables (``[N, C, 8, 8]`` int32), on ``device``: on a GPU through pinned memory,
+    copied without blocking."""
+    from .data import collate_coefficients
+
+    batch = collate_coefficients(group, pin_memory=device is not None and torch.device(device).type == "cuda")
+    if device is None:
+        return batch.blocks, batch.qtables
+    return ([b.to(device, non_blocking=True) for b in batch.blocks],
+            batch.qtables.to(device, non_blocking=True))
