@@ -95,9 +95,10 @@ def set_quality(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def candidates(devices: list[str], set_name: str, model_files: int, cpu_models: bool = True) -> list[tuple]:
+def candidates(devices: list[str], set_name: str, model_files: int, cpu_models: bool = True,
+               only_models: list[str] | None = None) -> list[tuple]:
     """(label, device, per_file, fn, file limit): per_file fns take one JPEG's bytes, the
-    others the whole list."""
+    others the whole list. ``only_models``: these models instead of every shipped one."""
     rows = [("Pillow decode", "cpu", True, pillow_decode, None)]
     try:
         import simplejpeg
@@ -108,6 +109,8 @@ def candidates(devices: list[str], set_name: str, model_files: int, cpu_models: 
     rows.append(("kdecode read_coefficients", "cpu", True, lambda d: kdecode.read_coefficients(d), None))
     # Registered models without shipped weights (HR-CNN until it is trained) cannot be loaded.
     models = [m for m in kdecode.list_models() if m != "exact" and shipped_cards(m)]
+    if only_models is not None:
+        models = [m for m in models if m in only_models]
     quality = set_quality(set_name)
     for device in devices:
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -240,6 +243,10 @@ def main(argv=None) -> int:
     p.add_argument("--device", nargs="+", default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"],
                    choices=["cpu", "cuda"])
     p.add_argument("--limit", type=int, default=None, help="use the first N files of each set")
+    p.add_argument("--min-files", type=int, default=None,
+                   help="repeat a smaller set's files up to N (e.g. 64: LIVE1's 29 images fill a batch of 64)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="models to measure (default: every shipped one; 'none' for none)")
     p.add_argument("--model-files", type=int, default=4, help="files per set for models on CPU (slow)")
     p.add_argument("--model-max-mp", type=float, default=0.5,
                    help="models run on CPU only for sets of images up to this size (MP)")
@@ -261,10 +268,12 @@ def main(argv=None) -> int:
 
     for set_name, files in file_sets(args.sets).items():
         files = files[: args.limit] if args.limit else files
+        if args.min_files and len(files) < args.min_files:
+            files = (files * -(-args.min_files // len(files)))[: args.min_files]
         cpu_models = megapixels(files[:1]) <= args.model_max_mp
         if not cpu_models and len(kdecode.list_models()) > 1:
             print(f"{set_name}: models not run on CPU (images over --model-max-mp {args.model_max_mp} MP)")
-        cands = candidates(args.device, set_name, args.model_files, cpu_models)
+        cands = candidates(args.device, set_name, args.model_files, cpu_models, args.models)
         anchor_mp_s = None
         for label, device, per_file, fn, limit in tqdm(cands, desc=set_name, unit="decoder", leave=False):
             subset = files[:limit] if limit else files

@@ -189,3 +189,20 @@ def test_pixel_model_restores_a_batch_like_one_by_one():
         diff = (g.int() - e.int()).abs()
         assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
     assert not torch.equal(got[0], kdecode.decode(files[0], model=None, output="torch"))  # it restored
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("model", ["fast_arcnn", "dcsc", "d3"])
+def test_gpu_model_batch_equals_one_by_one(model):
+    # decode_batch on a GPU: images of one geometry go through the model as one batch on the
+    # batch stream; each must be what decode() gives on the same GPU (float rounding: one grey
+    # level at most, rarely), and every image must differ from the plain decode (it restored).
+    files = [encode(photo(40, 56, s % 3, gray=s == 3), quality=12, subsampling="4:2:0") for s in range(5)]
+    out = kdecode.decode_batch(files, model=model, device="cuda", output="torch", batch_size=4)
+    for data, got in zip(files, out):
+        want = kdecode.decode(data, model=model, device="cuda", output="torch")
+        assert got.is_cuda and got.shape == want.shape
+        diff = (got.int() - want.int()).abs()
+        assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+        assert not torch.equal(got.cpu(), kdecode.decode(data, model=None, output="torch"))

@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# One lease of the GPU machine (30 minutes of device time, at most 10 minutes a call) spent as a
+# whole: the GPU tests, then every model that needs the GPU trained side by side in the
+# background (HR-CNN q10..50 with both inputs at q10, DMCNN q20 -> q10 with the no-DRU
+# ablation, D3 q10/q20 continued), each measured by `kdecode eval` into its card, then the GPU
+# throughput suite on the quiet GPU with the new weights. Three calls of the device tool, each
+# started at once after the previous returns (a machine idle for 30 s is given back):
+#
+#   Here, once (repo root): pack the data and libjpeg for the native reader (~56 MB, ignored):
+#     tools/gpu_lease.sh pack ../shared/data
+#   call 1: command="bash tools/gpu_lease.sh call1", carry=[".gpu_lease"]          (~9.5 min)
+#           setup, GPU tests + a first decode_batch measurement and profile, then the training
+#           starts in the background (setsid: it outlives the call); progress until the call ends.
+#   call 2: command="bash tools/gpu_lease.sh watch 570"                             (~9.5 min)
+#           progress; $OUT/snapshot.tar.gz holds the latest weights of every run (insurance).
+#   call 3: command="bash tools/gpu_lease.sh finish"                                (rest)
+#           waits for the runs and their evaluations, returns them ($OUT/*.tar.gz, one family
+#           a file: a file that comes back is at most 16 MiB), installs the new weights in the
+#           device's checkout and runs benchmarks/throughput.py on CUDA.
+#
+# Settings (environment): TRAIN_SECONDS=1020 (wall time from the start of training to its end,
+# shared by all runs), HRCNN_LR=5e-4, KD=/tmp/kd (work folder on the device), DEVICE=cuda.
+# Dry run on a CPU: KD=/tmp/kd_dry DEVICE=cpu TRAIN_SECONDS=60 HRCNN_QUALITIES=10 DRY=1 SKIP_TESTS=1
+#   EVAL_SETS=Classic5 NONIJG_SET=Classic5 CALL1_SECONDS=200 bash tools/gpu_lease.sh call1   (then finish)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+KD=${KD:-/tmp/kd}
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-$KD/out}
+K="python3 -m kdecode.train.cli"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD LD_LIBRARY_PATH=$KD/native/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+mkdir -p "$KD" "$OUT"
+
+pack() {  # here: the datasets the lease needs and libjpeg-turbo for the native reader
+  local data=$1 dest=.gpu_lease
+  rm -rf $dest && mkdir -p $dest/data/BSDS500 $dest/data/BSD68 $dest/native/include $dest/native/lib
+  cp -r "$data/BSDS500/train" "$data/BSDS500/test" $dest/data/BSDS500/
+  ls "$data"/BSD68/*.png | head -8 | xargs -I{} cp {} $dest/data/BSD68/
+  cp -r "$data/LIVE1_gray" "$data/LIVE1_color" "$data/Classic5" $dest/data/
+  # The device machine has no libjpeg headers: the native reader builds against these.
+  cp /usr/include/jpeglib.h /usr/include/jerror.h /usr/include/jmorecfg.h $dest/native/include/
+  cp "$(dpkg -L libjpeg62-turbo-dev 2>/dev/null | grep 'jconfig.h$' | head -1 || echo /usr/include/x86_64-linux-gnu/jconfig.h)" $dest/native/include/
+  cp -L /usr/lib/x86_64-linux-gnu/libjpeg.so.62 $dest/native/lib/ && ln -sf libjpeg.so.62 $dest/native/lib/libjpeg.so
+  du -sh $dest
+}
+
+setup() {  # device: data and libraries into $KD (kept while the machine is held), C extensions
+  [ -d .gpu_lease ] && { rm -rf "$KD/data" "$KD/native"; cp -r .gpu_lease/data .gpu_lease/native "$KD/"; }
+  CFLAGS="-I$KD/native/include" LDFLAGS="-L$KD/native/lib" python3 setup.py -q build_ext --inplace >"$KD/build.log" 2>&1 \
+    || echo "C extensions not built (see $KD/build.log)"
+  { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+    python3 -c "import torch, kdecode; print('torch', torch.__version__, kdecode.backend_info())"; } | tee "$KD/device.txt"
+}
+
+quick() {  # GPU tests and a first measurement of decode_batch on CUDA, before the GPU gets busy
+  [ -n "${SKIP_TESTS:-}" ] || timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_batch.py tests/test_hrcnn.py \
+    tests/test_dmcnn.py tests/test_d3.py tests/test_exact_decode.py tests/test_ops.py 2>&1 | tail -15 | tee "$OUT/tests.log"
+  [ "$DEVICE" = cuda ] || return 0
+  KDECODE_DATA=$KD/data timeout 120 python3 benchmarks/throughput.py --device cuda --sets bsds500-q50 live1-q10 \
+    --limit 200 --min-files 64 --models none --repeat 2 --min-time 0.2 --out "$OUT" --name quick 2>&1 | grep -v "decoder/s" | tail -14
+  KDECODE_DATA=$KD/data timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/profile.txt" | head -40
+import cProfile, pstats, sys, torch, kdecode
+sys.path.insert(0, "benchmarks")
+from common import file_sets
+files = file_sets(["bsds500-q50"])["bsds500-q50"][:192]
+for _ in range(2):
+    kdecode.decode_batch(files, model=None, device="cuda", output="torch", batch_size=64); torch.cuda.synchronize()
+pr = cProfile.Profile(); pr.enable()
+kdecode.decode_batch(files, model=None, device="cuda", output="torch", batch_size=64); torch.cuda.synchronize()
+pr.disable(); pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+EOF
+}
+
+run_eval() {  # run folder, model, quality[, nonijg]: the run's weights measured into its card
+  local dir=$1 model=$2 q=$3 w
+  w=$(ls "$dir"/*.safetensors 2>/dev/null | head -1)
+  [ -n "$w" ] || { echo "$dir: no weights" >"$dir/eval.md"; return; }
+  { $K eval --model "$model" --weights "$w" --quality "$q" --data $(printf "$KD/data/%s " ${EVAL_SETS:-LIVE1_gray Classic5}) \
+      --device "$DEVICE" --update-card -q
+    if [ "${4:-}" = nonijg ]; then
+      for intervals in real assumed; do
+        $K eval --model "$model" --weights "$w" --quality "$q" --data "$KD/data/${NONIJG_SET:-LIVE1_gray}" --tables nonijg \
+          --intervals $intervals --device "$DEVICE" --update-card -q
+      done
+    fi; } >"$dir/eval.md" 2>&1
+}
+
+left() {  # seconds of training left, minus a margin (at least 30: a budget of 0 would mean none)
+  local s=$(( END - $(date +%s) - ${1:-0} )); echo $(( s < 30 ? 30 : s ))
+}
+
+trainall() {  # background (setsid): every run, with its evaluation, ending by $END
+  local R=$KD/runs q
+  export OMP_NUM_THREADS=2  # ten processes share 16 cores
+  mkdir -p "$R"
+  local common=(--data-root "$KD/data" --train-sets BSDS500/train,BSDS500/test --val-set BSD68 --val-images 8
+                --scales 1,0.9,0.8,0.7,0.6 --steps 10000000 --cache-dir "$KD/cache" --device "$DEVICE"
+                --checkpoint-every 1000 --val-every 2000 -q)
+  local hq=${HRCNN_QUALITIES:-10 20 30 40 50}
+  # JPEG pairs of every training image at every quality, made once, shared by all runs.
+  $K train --model hrcnn --quality "$(echo $hq 10 20 | tr ' ' '\n' | sort -nu | paste -sd,)" --prepare-only --workers 12 "${common[@]}" 2>&1 | tail -2
+  echo "pairs ready $(date +%T)"
+  while [ ! -f "$KD/go" ]; do sleep 2; done  # the quick phase owns the GPU until then
+  END=$(( $(date +%s) + ${TRAIN_SECONDS:-1020} ))
+  echo "training from $(date +%T) until $(date -d @$END +%T)"
+  local dry=()
+  [ -n "${DRY:-}" ] && dry=(--batch 2 --patch 32 --val-images 1)
+
+  hrcnn() {  # quality input name
+    $K train --model hrcnn --quality "$1" --input "$2" --start idct --lr "${HRCNN_LR:-5e-4}" --warmup 300 \
+      --out "$R/$3" --time-budget "$(left 40)" "${common[@]}" "${dry[@]}" >"$R/$3.log" 2>&1
+    run_eval "$R/$3" hrcnn "$1"
+  }
+  for q in $hq; do hrcnn "$q" quantized "hrcnn_q$q" & done
+  hrcnn 10 dequantized hrcnn_q10_dequantized &
+
+  (  # DMCNN, easy to hard (Sec. 3.1): q20 on 56x56, then 112x112, then q10 from it (with and without DRU)
+    total=$(left 60)
+    $K train --model dmcnn --quality 20 --out "$R/dmcnn_q20_p56" --time-budget $(( total * 33 / 100 + 10 )) \
+      "${common[@]}" "${dry[@]}" >"$R/dmcnn_q20_p56.log" 2>&1
+    $K train --model dmcnn --quality 20 --out "$R/dmcnn_q20" --init-from "$R/dmcnn_q20_p56" --patch 112 --batch 20 \
+      --lr 3e-4 --warmup 100 --time-budget $(( total * 17 / 100 + 10 )) "${common[@]}" "${dry[@]}" >"$R/dmcnn_q20.log" 2>&1
+    run_eval "$R/dmcnn_q20" dmcnn 20 &
+    for dru in "" --no-dru; do
+      name=dmcnn_q10${dru:+_nodru}
+      { $K train --model dmcnn --quality 10 --out "$R/$name" --init-from "$R/dmcnn_q20" --patch 112 --batch 20 --lr 3e-4 \
+          --warmup 100 --time-budget "$(left 60)" $dru "${common[@]}" "${dry[@]}" >"$R/$name.log" 2>&1
+        run_eval "$R/$name" dmcnn 10 ${dru:-nonijg}; } &
+    done
+    wait
+  ) &
+  for q in 10 20; do  # D3-256 continued from the weights shipped by the CPU run (larger batch)
+    { $K train --model d3 --quality $q --out "$R/d3_q$q" --init-from "kdecode/weights/d3_q$q.safetensors" --batch 16 \
+        --lr 5e-4 --warmup 100 --time-budget "$(left 40)" "${common[@]}" "${dry[@]}" >"$R/d3_q$q.log" 2>&1
+      run_eval "$R/d3_q$q" d3 $q nonijg; } &
+  done
+  wait
+  echo "all runs and evaluations done $(date +%T)"
+  touch "$KD/DONE"
+}
+
+progress() {  # one line a run: its last logged step (loss, speed) and validation
+  local f
+  echo "== $(date +%T) ($(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null))"
+  for f in "$KD"/runs/*/log.jsonl; do
+    [ -f "$f" ] || continue
+    python3 - "$f" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+last = next((r for r in reversed(rows) if "loss" in r), {})
+val = next((r["val_psnr"] for r in reversed(rows) if "val_psnr" in r), None)
+name = sys.argv[1].split("/")[-2]
+print(f"{name:24s} step {last.get('step', 0):6d} loss {last.get('loss', float('nan')):.3e} "
+      f"{last.get('mpx_per_s', 0):6.1f} Mpx/s t {last.get('elapsed', 0):6.0f}s val {val}")
+EOF
+  done
+}
+
+watch() {  # progress every minute for $1 seconds (or until everything is done)
+  local until=$(( $(date +%s) + $1 ))
+  while [ "$(date +%s)" -lt "$until" ] && [ ! -f "$KD/DONE" ]; do
+    progress; sleep $(( until - $(date +%s) < 60 ? (until - $(date +%s) > 0 ? until - $(date +%s) : 0) : 60 ))
+  done
+  progress
+  tail -3 "$KD/trainall.log"
+  snapshot
+}
+
+snapshot() {  # the newest weights of every run (from its checkpoint, as float16) into $OUT: insurance
+  python3 - "$KD/runs" "$OUT" <<'EOF'
+import io, pathlib, sys, tarfile, torch
+from safetensors.torch import save
+runs, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for family in ("hrcnn", "dmcnn", "d3"):  # one file each: a file that comes back is at most 16 MiB
+    with tarfile.open(out / f"snapshot_{family}.tar.gz", "w:gz") as tar:
+        for ck in sorted(runs.glob(f"{family}_*/checkpoint.pt")):
+            state = torch.load(ck, map_location="cpu", weights_only=False)
+            net = {k[4:]: v.half().contiguous() for k, v in state["model"].items() if k.startswith("net.")}
+            data = save(net, metadata={"step": str(state["step"])})
+            info = tarfile.TarInfo(f"{ck.parent.name}/step{state['step']}.safetensors")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            tar.add(ck.parent / "log.jsonl", f"{ck.parent.name}/log.jsonl")
+EOF
+  ls -la "$OUT"
+}
+
+finish() {  # wait for the runs, return them, then the throughput suite on the quiet GPU
+  local waited=0
+  while [ ! -f "$KD/DONE" ] && [ $waited -lt ${WAIT_MAX:-400} ]; do
+    [ $(( waited % 60 )) = 0 ] && progress; sleep 5; waited=$(( waited + 5 ))
+  done
+  [ -f "$KD/DONE" ] || echo "runs not done after ${WAIT_MAX:-400} s: returning what there is"
+  cp "$KD/trainall.log" "$KD/device.txt" "$KD/runs/" 2>/dev/null
+  ( cd "$KD/runs" && for fam in hrcnn d3; do
+      tar czf "$OUT/$fam.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' $fam* device.txt trainall.log 2>/dev/null; done
+    for run in dmcnn_q20 dmcnn_q10 dmcnn_q10_nodru; do  # ~8 MB of weights each
+      tar czf "$OUT/$run.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' --exclude='dmcnn_q20_p56/*.safetensors' \
+        $run $run.log $( [ $run = dmcnn_q20 ] && echo dmcnn_q20_p56 dmcnn_q20_p56.log ) 2>/dev/null; done )
+  for f in "$KD"/runs/*/eval.md; do echo "## $(basename "$(dirname "$f")")"; grep -v "^$" "$f" | tail -12; done
+  # The new weights in this checkout (the device's copy), so that the suite measures every model.
+  for f in "$KD"/runs/hrcnn_q[1-5]0/hrcnn_q*.safetensors "$KD"/runs/dmcnn_q[12]0/dmcnn_q*.safetensors; do
+    [ -f "$f" ] && cp "$f" "${f%.safetensors}.json" kdecode/weights/
+  done
+  [ "$DEVICE" = cuda ] || return 0
+  KDECODE_DATA=$KD/data timeout ${BENCH_SECONDS:-300} python3 benchmarks/throughput.py --device cuda --limit 64 --min-files 64 \
+    --repeat 2 --min-time 0.2 --out "$OUT" --name throughput_cuda_h100 2>&1 | grep --line-buffered -v "decoder/s" \
+    | tee "$OUT/bench.log" | tail -140
+  ls -la "$OUT"
+}
+
+call1() {
+  setup
+  rm -f "$KD/go" "$KD/DONE"
+  setsid nohup bash "$0" trainall >"$KD/trainall.log" 2>&1 </dev/null &
+  quick
+  touch "$KD/go"
+  sleep 5; cat "$KD/trainall.log"
+  watch $(( ${CALL1_SECONDS:-560} - SECONDS ))
+}
+
+case "${1:-}" in
+  pack) pack "${2:-../shared/data}" ;;
+  call1) call1 ;;
+  trainall) trainall ;;
+  watch) watch "${2:-570}" ;;
+  finish) finish ;;
+  progress) progress ;;
+  *) sed -n 2,25p "$0"; exit 2 ;;
+esac
