@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-# KDECODE_DATA: the datasets elsewhere (e.g. a copy carried to the GPU machine, benchmarks/gpu_suite.sh).
+# KDECODE_DATA: the datasets elsewhere (e.g. a copy carried to the GPU machine, tools/gpu_lease.sh).
 SHARED_DATA = Path(os.environ.get("KDECODE_DATA") or ROOT.parent / "shared" / "data")
 
 
@@ -33,10 +33,15 @@ def encode(array: np.ndarray, **options) -> bytes:
 
 def file_sets(names: list[str]) -> dict[str, list[bytes]]:
     """Named lists of JPEG bytes. ``bsds500``: the 432 originals; ``bsds500-qN``: re-encoded at
-    quality N (4:2:0); ``live1-qN``: LIVE1_color at quality N; ``photo2000x1500-q90``: generated."""
+    quality N (4:2:0); ``live1-qN``: LIVE1_color at quality N; ``photo2000x1500-q90``: generated.
+    A folder ``SHARED_DATA/encoded/<name>/`` holding the set's JPEGs already (``write_sets``)
+    is used as it is: the set travels as a few MB of JPEGs instead of its source images."""
     sets = {}
     for name in names:
-        if name.startswith("photo"):
+        ready = sorted((SHARED_DATA / "encoded" / name).glob("*.jpg"))
+        if ready:
+            sets[name] = [f.read_bytes() for f in ready]
+        elif name.startswith("photo"):
             size, _, q = name[5:].partition("-q")
             w, h = map(int, size.split("x"))
             sets[name] = [encode(synthetic_photo(h, w), quality=int(q or 90), subsampling="4:2:0")]
@@ -60,6 +65,15 @@ def file_sets(names: list[str]) -> dict[str, list[bytes]]:
         else:
             raise ValueError(f"unknown file set {name!r}")
     return sets
+
+
+def write_sets(names: list[str], folder: Path) -> None:
+    """The JPEGs of the named sets into ``folder/encoded/<name>/`` (read back by file_sets)."""
+    for name, files in file_sets(names).items():
+        out = folder / "encoded" / name
+        out.mkdir(parents=True, exist_ok=True)
+        for k, data in enumerate(files):
+            (out / f"{k:04d}.jpg").write_bytes(data)
 
 
 def megapixels(files: list[bytes]) -> float:

@@ -29,7 +29,7 @@ from kdecode.models import registry  # noqa: E402
 from kdecode.pipeline import decode_exact  # noqa: E402
 from kdecode.train.data import jpeg_bytes, luma  # noqa: E402
 
-QUALITIES = (5, 10, 20, 30, 40)
+QUALITIES = (5, 10, 20, 30, 40, 50)
 DATASETS = ("LIVE1_gray", "Classic5")
 # Published PSNR / SSIM / PSNR-B (dB, -, dB) per dataset and quality. JPEG: reproduced exactly
 # by the protocol (data/README.md); AR-CNN: papers/ARCNN_and_Fast_ARCNN.txt Tables II, III;
@@ -60,8 +60,13 @@ PAPERS = {
 }
 PAPERS["d3"] = {"LIVE1_gray": {5: (27.37, 0.7303, 26.95), 10: (29.96, 0.8233, 29.45), 20: (32.21, 0.8903, 31.35)}}
 PAPERS["d3_128"] = {"LIVE1_gray": {5: (26.26, 0.7203, 25.86), 10: (28.62, 0.8198, 28.33), 20: (31.20, 0.8829, 30.56)}}
-NAMES = {"arcnn": "AR-CNN", "fast_arcnn": "Fast AR-CNN", "dcsc": "DCSC", "d3": "D3-256", "d3_128": "D3-128"}
-MODELS = ("arcnn", "fast_arcnn", "dcsc", "d3", "d3_128")
+# DMCNN: papers/DMCNN...txt Table 1 (LIVE1). HR-CNN publishes gains over JPEG only (IPSNR; see
+# the README), no absolute figures for this table.
+PAPERS["dmcnn"] = {"LIVE1_gray": {10: (29.73, 0.842, 29.55), 20: (32.09, 0.905, 31.32)}}
+PAPERS["hrcnn"] = {}
+NAMES = {"arcnn": "AR-CNN", "fast_arcnn": "Fast AR-CNN", "dcsc": "DCSC", "d3": "D3-256", "d3_128": "D3-128",
+         "dmcnn": "DMCNN", "hrcnn": "HR-CNN"}
+MODELS = ("arcnn", "fast_arcnn", "dcsc", "d3", "d3_128", "dmcnn", "hrcnn")
 
 
 def measure_missing(data: Path, device: str) -> None:
@@ -200,7 +205,7 @@ def plot(path: Path) -> None:
     for ax, dataset in zip(axes, DATASETS):
         qs = [q for q in QUALITIES if (dataset, q) in jpeg]
         ax.plot(qs, [jpeg[(dataset, q)][0] for q in qs], "k-o", label="JPEG")
-        for model, color in zip(MODELS, ("C0", "C1", "C2", "C3", "C4")):
+        for model, color in zip(MODELS, [f"C{k}" for k in range(len(MODELS))]):
             pts = [(q, ours(c, dataset, q)) for c in cards if c["model"] == model for q in c["qualities"]]
             pts = sorted((q, t[0]) for q, t in pts if t)
             if pts:

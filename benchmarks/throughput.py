@@ -36,6 +36,7 @@ from PIL import Image  # noqa: E402
 
 import kdecode  # noqa: E402
 from common import best_time, file_sets, machine, markdown_table, megapixels  # noqa: E402
+from kdecode.errors import KdecodeError  # noqa: E402
 from kdecode.models.registry import shipped_cards  # noqa: E402
 
 DEFAULT_SETS = ["bsds500-q10", "bsds500-q50", "bsds500-q90", "live1-q10", "photo3840x2160-q90"]
@@ -192,10 +193,10 @@ def measure_overlap(files: list[bytes], workers: int) -> dict:
     decoder = kdecode.load_model("exact", device="cuda")
     coeffs = read_all()
 
-    def gpu_all():
+    def gpu_all():  # what decode_batch does on the GPU: batches of 64, one geometry a launch
         with torch.inference_mode():
-            for c in coeffs:
-                decoder.decode(c, "cuda")
+            for s in range(0, len(coeffs), 64):
+                decoder.decode_many(coeffs[s:s + 64], "cuda")
         torch.cuda.synchronize()
 
     def wall():
@@ -266,6 +267,17 @@ def main(argv=None) -> int:
     rows, overlap_lines = [], []
     from tqdm import tqdm
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = args.name or "throughput_" + "_".join(args.device)
+
+    def write(final: bool) -> str:
+        table = markdown_table(["files", "n", "decoder", "images/s", "MP/s", "peak MB", "vs Pillow"], rows)
+        text = header + ("" if final else " (partial: the run is still going or was cut short)") + "\n\n" + table + "\n"
+        if overlap_lines:
+            text += "\nCPU/GPU overlap of decode_batch:\n\n" + "\n".join(overlap_lines) + "\n"
+        (args.out / f"{name}.md").write_text(text)
+        return table
+
     for set_name, files in file_sets(args.sets).items():
         files = files[: args.limit] if args.limit else files
         if args.min_files and len(files) < args.min_files:
@@ -275,18 +287,27 @@ def main(argv=None) -> int:
             print(f"{set_name}: models not run on CPU (images over --model-max-mp {args.model_max_mp} MP)")
         cands = candidates(args.device, set_name, args.model_files, cpu_models, args.models)
         anchor_mp_s = None
-        for label, device, per_file, fn, limit in tqdm(cands, desc=set_name, unit="decoder", leave=False):
+        # disable=None: no bar when the output is a log file (its carriage returns hide the rows)
+        for label, device, per_file, fn, limit in tqdm(cands, desc=set_name, unit="decoder", leave=False, disable=None):
             subset = files[:limit] if limit else files
             mp = megapixels(subset)
             # Models on CPU are slow: one timed pass after the warm-up.
             repeat, min_time = (1, 0.0) if limit else (args.repeat, args.min_time)
-            with PeakMemory(device == "cuda") as mem:
-                t = best_time(fn, subset if per_file else [subset], repeat, min_time)
+            try:
+                with PeakMemory(device == "cuda") as mem:
+                    t = best_time(fn, subset if per_file else [subset], repeat, min_time)
+            except (RuntimeError, KdecodeError) as exc:  # e.g. out of memory: the row says so, the run goes on
+                rows.append([set_name, len(subset), label, "failed", f"{type(exc).__name__}", "", ""])
+                tqdm.write(f"{label}: {type(exc).__name__}: {str(exc)[:200]}")
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+                continue
             mp_s = mp / t
             anchor_mp_s = anchor_mp_s or mp_s  # Pillow comes first
             rows.append([set_name, len(subset), label, f"{len(subset) / t:.1f}", f"{mp_s:.1f}",
                          f"{mem.peak:.0f}", f"{mp_s / anchor_mp_s:.2f}x"])
             tqdm.write(" | ".join(str(c) for c in rows[-1]))
+            write(False)  # a run cut short keeps what it measured
         if "cuda" in args.device:
             o = measure_overlap(files, workers)
             overlap_lines.append(
@@ -294,15 +315,8 @@ def main(argv=None) -> int:
                 f"{o['wall'] * 1e3:.1f} ms; CPU read alone {o['read'] * 1e3:.1f} ms ({workers} threads); GPU decode "
                 f"alone {o['gpu'] * 1e3:.1f} ms; wall / max(read, GPU) = {o['ratio']:.2f}")
             print(overlap_lines[-1], flush=True)
-    table = markdown_table(["files", "n", "decoder", "images/s", "MP/s", "peak MB", "vs Pillow"], rows)
-    text = header + "\n\n" + table + "\n"
-    if overlap_lines:
-        text += "\nCPU/GPU overlap of decode_batch:\n\n" + "\n".join(overlap_lines) + "\n"
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = args.name or "throughput_" + "_".join(args.device)
-    (args.out / f"{name}.md").write_text(text)
-    if plot(rows, args.out / f"{name}.png", header):
+    print(write(True))
+    if plot([r for r in rows if r[3] != "failed"], args.out / f"{name}.png", header):
         print(f"wrote {args.out / name}.md and .png")
     return 0
 

@@ -171,13 +171,14 @@ def test_train_command_card_and_registry(tmp_path, monkeypatch):
     assert train_main(args) == 0
     card = json.loads((run / "hrcnn_q20.json").read_text())
     assert card["model"] == "hrcnn" and card["qualities"] == [20] and card["parameters"] == 507_157
-    assert card["arch_kwargs"] == {"input": "dequantized", "quality": 20, "init": "idct"}
+    assert card["arch_kwargs"] == {"input": "dequantized", "quality": 20, "init": "idct", "activation": "none"}
     assert not card["cpu_friendly"] and "dequantized" in card["training"]["jpeg"]
     # Loaded through the registry, from that folder: same weights, a working decoder.
     picked = registry.select_card("hrcnn", 25, run)
     model = registry.load_weights(picked)
     assert isinstance(model, HRCNN) and model.input == "dequantized"
-    saved = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    # map_location: training ran on the GPU where there is one; the registry loads on the CPU.
+    saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
     assert all(torch.equal(v, saved[f"net.{k}"]) for k, v in model.net.state_dict().items())
     coeffs = read_coefficients(jpeg(smooth_image(20, 28), 20))
     with torch.no_grad():
@@ -215,3 +216,23 @@ def test_gpu_decode_matches_cpu():
         gpu = model.decode_many(files, "cuda")
     for a, b in zip(cpu, gpu):
         assert a.shape == b.shape and (a.int() - b.cpu().int()).abs().max() <= 1
+
+
+@pytest.mark.parametrize("activation, linear", [("none", True), ("relu", False)])
+def test_residual_blocks_are_linear_as_printed(activation, linear):
+    # Eq. (7) as printed has no activation inside a block: the block is an affine map (so the
+    # four of them are one linear filter). activation="relu" makes it nonlinear, with the same
+    # parameters.
+    torch.manual_seed(0)
+    block = hrcnn.ResidualBlock(activation)
+    for layer in block.layers:
+        if isinstance(layer, torch.nn.Conv2d):
+            torch.nn.init.normal_(layer.weight, std=0.1)
+    x = torch.randn(1, 1, 24, 24)
+    with torch.no_grad():
+        f = lambda v: block(v) - block(torch.zeros_like(v))  # noqa: E731 (the bias removed)
+        assert torch.allclose(f(2 * x), 2 * f(x), atol=1e-4) == linear
+    model = HRCNN(activation=activation)
+    assert sum(p.numel() for p in model.net.parameters()) == 507_157
+    with pytest.raises(ValueError, match="activation"):
+        HRCNN(activation="gelu")

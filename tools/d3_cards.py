@@ -15,25 +15,10 @@ import sys
 from pathlib import Path
 
 from kdecode.train.loop import CPU_FRIENDLY
+from ship import status  # the issue's targets and the verdict (tools/ship.py)
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "kdecode" / "weights"
-# Issue 6: D3-256 on LIVE1_gray (dB, PSNR); the paper's figures are 27.37 / 29.96 / 32.21.
-TARGETS = {"d3": {5: 26.50, 10: 29.20, 20: 31.40}}
 PAPER_JPEG_Q5, PAPER_D3_256_Q5 = 24.61, 27.37  # the paper's Table 2, LIVE1, Q = 5
-
-
-def status(card: dict) -> str:
-    targets = TARGETS.get(card["model"])
-    live1 = card.get("metrics", {}).get("LIVE1_gray", {})
-    if not targets:
-        return "reported (no target for this size)"
-    short = []
-    for q in card["qualities"]:
-        got = live1.get(str(q), {}).get("model", {}).get("psnr")
-        if got is None or got < targets[q]:
-            short.append(f"q{q} LIVE1_gray PSNR {'not measured' if got is None else f'{got:.2f}'} < target {targets[q]:.2f}")
-    return "final" if not short else "not final: " + "; ".join(short) + f" ({card['training']['device']}, " \
-        f"{card['training']['wall_time_s'] / 60:.0f} min of training)"
 
 
 def main(no_box_card: str) -> None:

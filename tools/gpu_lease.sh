@@ -19,7 +19,11 @@
 #           device's checkout and runs benchmarks/throughput.py on CUDA.
 #
 # Settings (environment): TRAIN_SECONDS=1020 (wall time from the start of training to its end,
-# shared by all runs), HRCNN_LR=5e-4, KD=/tmp/kd (work folder on the device), DEVICE=cuda.
+# shared by all runs), JOBS="hrcnn hrcnn_input dmcnn d3" (what runs: HR-CNN q10..50; HR-CNN q10
+# on dequantized input; DMCNN q20 -> q10 + no-DRU from scratch; D3-256 q10/q20 continued;
+# "dmcnn_more": the shipped DMCNN q10/q20 continued), HRCNN_ACT=none|relu, HRCNN_LR=5e-4,
+# DMCNN_LR=3e-4, KD=/tmp/kd (work folder on the device), DEVICE=cuda.
+# Session 3 ran the defaults (JOBS as above, HRCNN_ACT=none, TRAIN_SECONDS=1000).
 # Dry run on a CPU: KD=/tmp/kd_dry DEVICE=cpu TRAIN_SECONDS=60 HRCNN_QUALITIES=10 DRY=1 SKIP_TESTS=1
 #   EVAL_SETS=Classic5 NONIJG_SET=Classic5 CALL1_SECONDS=200 bash tools/gpu_lease.sh call1   (then finish)
 set -uo pipefail
@@ -36,7 +40,10 @@ pack() {  # here: the datasets the lease needs and libjpeg-turbo for the native 
   rm -rf $dest && mkdir -p $dest/data/BSDS500 $dest/data/BSD68 $dest/native/include $dest/native/lib
   cp -r "$data/BSDS500/train" "$data/BSDS500/test" $dest/data/BSDS500/
   ls "$data"/BSD68/*.png | head -8 | xargs -I{} cp {} $dest/data/BSD68/
-  cp -r "$data/LIVE1_gray" "$data/LIVE1_color" "$data/Classic5" $dest/data/
+  cp -r "$data/LIVE1_gray" "$data/Classic5" $dest/data/
+  # The LIVE1 benchmark set as its q10 JPEGs (0.5 MB) instead of LIVE1_color's PNGs (18 MB).
+  KDECODE_DATA="$data" python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; \
+from common import write_sets; write_sets(['live1-q10'], Path('$dest/data'))"
   # The device machine has no libjpeg headers: the native reader builds against these.
   cp /usr/include/jpeglib.h /usr/include/jerror.h /usr/include/jmorecfg.h $dest/native/include/
   cp "$(dpkg -L libjpeg62-turbo-dev 2>/dev/null | grep 'jconfig.h$' | head -1 || echo /usr/include/x86_64-linux-gnu/jconfig.h)" $dest/native/include/
@@ -57,17 +64,20 @@ quick() {  # GPU tests and a first measurement of decode_batch on CUDA, before t
     tests/test_dmcnn.py tests/test_d3.py tests/test_exact_decode.py tests/test_ops.py 2>&1 | tail -15 | tee "$OUT/tests.log"
   [ "$DEVICE" = cuda ] || return 0
   KDECODE_DATA=$KD/data timeout 120 python3 benchmarks/throughput.py --device cuda --sets bsds500-q50 live1-q10 \
-    --limit 200 --min-files 64 --models none --repeat 2 --min-time 0.2 --out "$OUT" --name quick 2>&1 | grep -v "decoder/s" | tail -14
+    --limit 200 --min-files 64 --models none --repeat 2 --min-time 0.2 --out "$OUT" --name quick 2>&1 | tail -14
   KDECODE_DATA=$KD/data timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/profile.txt" | head -40
-import cProfile, pstats, sys, torch, kdecode
+import sys, torch, kdecode
+from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, "benchmarks")
 from common import file_sets
 files = file_sets(["bsds500-q50"])["bsds500-q50"][:192]
 for _ in range(2):
     kdecode.decode_batch(files, model=None, device="cuda", output="torch", batch_size=64); torch.cuda.synchronize()
-pr = cProfile.Profile(); pr.enable()
-kdecode.decode_batch(files, model=None, device="cuda", output="torch", batch_size=64); torch.cuda.synchronize()
-pr.disable(); pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+# What the CPU threads and the GPU spend on decode_batch(model=None): kernels, copies, Python ops.
+with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    kdecode.decode_batch(files, model=None, device="cuda", output="torch", batch_size=64); torch.cuda.synchronize()
+print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12))
 EOF
 }
 
@@ -108,13 +118,23 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
 
   hrcnn() {  # quality input name
     $K train --model hrcnn --quality "$1" --input "$2" --start idct --lr "${HRCNN_LR:-5e-4}" --warmup 300 \
+      --hrcnn-activation "${HRCNN_ACT:-none}" \
       --out "$R/$3" --time-budget "$(left 40)" "${common[@]}" "${dry[@]}" >"$R/$3.log" 2>&1
     run_eval "$R/$3" hrcnn "$1"
   }
-  for q in $hq; do hrcnn "$q" quantized "hrcnn_q$q" & done
-  hrcnn 10 dequantized hrcnn_q10_dequantized &
+  local jobs=" ${JOBS:-hrcnn hrcnn_input dmcnn d3} "
+  if [[ $jobs == *" hrcnn "* ]]; then for q in $hq; do hrcnn "$q" quantized "hrcnn_q$q" & done; fi
+  [[ $jobs == *" hrcnn_input "* ]] && hrcnn 10 dequantized hrcnn_q10_dequantized &
 
-  (  # DMCNN, easy to hard (Sec. 3.1): q20 on 56x56, then 112x112, then q10 from it (with and without DRU)
+  if [[ $jobs == *" dmcnn_more "* ]]; then  # continue the shipped DMCNN weights, one run a quality
+    for q in 10 20; do
+      { $K train --model dmcnn --quality $q --out "$R/dmcnn_q$q" --init-from "kdecode/weights/dmcnn_q$q.safetensors" \
+          --patch 112 --batch 20 --lr "${DMCNN_LR:-3e-4}" --warmup 100 --time-budget "$(left 60)" "${common[@]}" "${dry[@]}" \
+          >"$R/dmcnn_q$q.log" 2>&1
+        run_eval "$R/dmcnn_q$q" dmcnn $q $( [ $q = 10 ] && echo nonijg ); } &
+    done
+  fi
+  [[ $jobs == *" dmcnn "* ]] && (  # DMCNN, easy to hard (Sec. 3.1): q20 on 56x56, then 112x112, then q10 from it (with and without DRU)
     total=$(left 60)
     $K train --model dmcnn --quality 20 --out "$R/dmcnn_q20_p56" --time-budget $(( total * 33 / 100 + 10 )) \
       "${common[@]}" "${dry[@]}" >"$R/dmcnn_q20_p56.log" 2>&1
@@ -129,7 +149,7 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
     done
     wait
   ) &
-  for q in 10 20; do  # D3-256 continued from the weights shipped by the CPU run (larger batch)
+  [[ $jobs == *" d3 "* ]] && for q in 10 20; do  # D3-256 continued from the weights shipped by the CPU run (larger batch)
     { $K train --model d3 --quality $q --out "$R/d3_q$q" --init-from "kdecode/weights/d3_q$q.safetensors" --batch 16 \
         --lr 5e-4 --warmup 100 --time-budget "$(left 40)" "${common[@]}" "${dry[@]}" >"$R/d3_q$q.log" 2>&1
       run_eval "$R/d3_q$q" d3 $q nonijg; } &
@@ -204,8 +224,7 @@ finish() {  # wait for the runs, return them, then the throughput suite on the q
   done
   [ "$DEVICE" = cuda ] || return 0
   KDECODE_DATA=$KD/data timeout ${BENCH_SECONDS:-300} python3 benchmarks/throughput.py --device cuda --limit 64 --min-files 64 \
-    --repeat 2 --min-time 0.2 --out "$OUT" --name throughput_cuda_h100 2>&1 | grep --line-buffered -v "decoder/s" \
-    | tee "$OUT/bench.log" | tail -140
+    --repeat 2 --min-time 0.2 --out "$OUT" --name throughput_cuda_h100 2>&1 | tee "$OUT/bench.log" | tail -140
   ls -la "$OUT"
 }
 
@@ -219,7 +238,13 @@ call1() {
   watch $(( ${CALL1_SECONDS:-560} - SECONDS ))
 }
 
+bench() {  # the throughput suite alone (options passed on), on whatever the checkout ships
+  KDECODE_DATA=$KD/data timeout ${BENCH_SECONDS:-300} python3 benchmarks/throughput.py --device cuda --out "$OUT" "$@" 2>&1 \
+    | tee "$OUT/bench.log" | tail -80
+}
+
 case "${1:-}" in
+  bench) shift; bench "$@" ;;
   pack) pack "${2:-../shared/data}" ;;
   call1) call1 ;;
   trainall) trainall ;;

@@ -39,6 +39,12 @@ from .pixel import _init_last_small
 
 INPUTS = ("quantized", "dequantized")
 INITS = ("random", "idct")
+#: activations inside the residual blocks: "none" (eq. 7 as printed) or "relu" (after the
+#: 11x11 and 7x7 convolutions). As printed, every layer between the decoding ReLU and the
+#: final one is linear, so the network is one linear filter of the coefficients followed by a
+#: clamp at 0; trained, it stops gaining within a few hundred steps (model card). "relu" is the
+#: usual residual block and the only change.
+ACTIVATIONS = ("none", "relu")
 #: samples (batch x height x width) of one inference call of the network: each of its
 #: 64-channel float32 maps takes 256 bytes a sample, 1 GiB at this size.
 MAX_CALL_SAMPLES = 1 << 22
@@ -54,11 +60,13 @@ def coded_masks() -> torch.Tensor:
 
 
 class ResidualBlock(nn.Module):
-    """``x + W3 * (W2 * (W1 * x))`` with ``64(11) - 16(7) - 1(1)``, no activation (eq. 7)."""
+    """``x + W3 * (W2 * (W1 * x))`` with ``64(11) - 16(7) - 1(1)``: no activation (eq. 7), or
+    ``activation="relu"``: ``x + W3 * relu(W2 * relu(W1 * x))``."""
 
-    def __init__(self):
+    def __init__(self, activation: str = "none"):
         super().__init__()
-        self.layers = nn.Sequential(nn.Conv2d(1, 64, 11, padding=5), nn.Conv2d(64, 16, 7, padding=3),
+        act = [nn.ReLU()] if activation == "relu" else []
+        self.layers = nn.Sequential(nn.Conv2d(1, 64, 11, padding=5), *act, nn.Conv2d(64, 16, 7, padding=3), *act,
                                     nn.Conv2d(16, 1, 1))
         # Each block starts as (nearly) the identity: with random blocks the cascade drives the
         # output below zero, where the final ReLU passes no gradient at all (measured: training
@@ -74,14 +82,14 @@ class ResidualBlock(nn.Module):
 class HRCNNNet(nn.Module):
     """k-space code ``[N, 1, H, W]`` (H, W multiples of 8) -> pixels ``[N, 1, H, W]`` (0..1)."""
 
-    def __init__(self):
+    def __init__(self, activation: str = "none"):
         super().__init__()
         # A constant, not a parameter: never trained, not stored with the weights.
         self.register_buffer("masks", coded_masks(), persistent=False)
         self.spectral = nn.ConvTranspose2d(64, 64, 8, stride=8)
         self.decode5 = nn.Conv2d(64, 8, 5, padding=2)
         self.decode3 = nn.Conv2d(8, 1, 3, padding=1)
-        self.blocks = nn.ModuleList(ResidualBlock() for _ in range(4))
+        self.blocks = nn.ModuleList(ResidualBlock(activation) for _ in range(4))
         # Start the decoded image at mid-grey: a negative start would sit in the ReLU's flat
         # part and pass no gradient to the decoding layers.
         nn.init.constant_(self.decode3.bias, 0.5)
@@ -114,12 +122,14 @@ class HRCNN(CoefficientRestorer):
 
     name = "hrcnn"
 
-    def __init__(self, input: str = "quantized", quality: int | None = None, init: str = "random"):
+    def __init__(self, input: str = "quantized", quality: int | None = None, init: str = "random",
+                 activation: str = "none"):
         super().__init__()
-        if input not in INPUTS or init not in INITS:
-            raise ValueError(f"input must be one of {INPUTS} and init one of {INITS}, got {input!r}, {init!r}")
+        if input not in INPUTS or init not in INITS or activation not in ACTIVATIONS:
+            raise ValueError(f"input must be one of {INPUTS}, init one of {INITS} and activation one of "
+                             f"{ACTIVATIONS}, got {input!r}, {init!r}, {activation!r}")
         self.input, self.quality = input, quality
-        self.net = HRCNNNet()
+        self.net = HRCNNNet(activation)
         if init == "idct":
             self._init_idct()
         # channels_last weights too: with contiguous ones the CPU convolutions stay slow.

@@ -52,7 +52,7 @@ def _cmd_train(args) -> int:
         # The training quality's IJG table turns the stored training planes back into coefficients.
         arch_kwargs = {"quality": args.quality[0]}
         if args.model == "hrcnn":
-            arch_kwargs.update(input=args.input, init=args.start)
+            arch_kwargs.update(input=args.input, init=args.start, activation=args.hrcnn_activation)
         elif args.model == "dmcnn":
             arch_kwargs.update(dru=not args.no_dru)
         else:
@@ -167,6 +167,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--iterations", type=int, default=20, help="DCSC: LISTA iterations R")
     p.add_argument("--input", choices=["quantized", "dequantized"], default="quantized",
                    help="HR-CNN: integer coefficients (the paper) or coefficients x qtable / 255")
+    p.add_argument("--hrcnn-activation", choices=["none", "relu"], default="none",
+                   help="HR-CNN: activations inside the residual blocks: none (eq. 7 as printed) or relu")
     p.add_argument("--start", choices=["idct", "random"], default="idct",
                    help="HR-CNN: start at the float JPEG decode (idct) or from random weights")
     p.add_argument("--no-dru", action="store_true", help="DMCNN: no DCT Rectify Unit (the ablation)")

@@ -1,0 +1,121 @@
+"""Ship a training run's weights: copy them and their card into ``kdecode/weights``, with the
+record of how they came to be, and the verdict against the issue's figures.
+
+    python tools/ship.py RUN_DIR [--history EARLIER_RUN_DIR ...] [--ablation NAME=RUN_DIR:WHAT]
+                         [--half] [--note TEXT]
+    python tools/ship.py --restatus MODEL     (the verdict again, after `kdecode eval --update-card`)
+
+- ``--history``: the training records of the stages before this run (easy-to-hard transfer,
+  a continuation), oldest first: the card then tells the whole recipe, not only its last step;
+- ``--ablation``: another run's training record and metrics under ``card["ablation"][NAME]``
+  (e.g. DMCNN without its DCT Rectify Unit);
+- ``--half``: store the weights as float16 (half the bytes; the model computes in float32). The
+  card's metrics were measured on the float32 weights: run ``kdecode eval --update-card`` on
+  the shipped file afterwards, so that the card holds what the shipped file gives;
+- ``status``: ``final`` only where every LIVE1_gray figure of the issue is reached (see
+  :data:`TARGETS`), else ``not final: ...`` with the shortfall, which ``model="auto"`` never
+  picks (kdecode.models.registry).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "kdecode" / "weights"
+# The issues' LIVE1_gray figures: ("psnr", dB) absolute PSNR, ("gain", dB) PSNR over the JPEG.
+TARGETS = {
+    "d3": ("psnr", {5: 26.50, 10: 29.20, 20: 31.40}),  # issue 6 (D3-256)
+    "dmcnn": ("psnr", {10: 29.50, 20: 31.85}),  # issue 6
+    "hrcnn": ("gain", {10: 1.45, 30: 1.41, 50: 1.28}),  # issue 7 (the paper's IPSNR)
+}
+
+
+def status(card: dict, siblings_final: bool = True) -> str:
+    """``final`` / ``not final: <shortfall>`` / ``reported`` (a model without figures)."""
+    kind, targets = TARGETS.get(card["model"], (None, {}))
+    if kind is None:
+        return "reported (no target for this model)"
+    live1 = card.get("metrics", {}).get("LIVE1_gray", {})
+    short = []
+    for q in card["qualities"]:
+        if q not in targets:
+            continue
+        m = live1.get(str(q))
+        got = None if m is None else m["model"]["psnr"] - (m["jpeg"]["psnr"] if kind == "gain" else 0.0)
+        if got is None or got < targets[q]:
+            what = "PSNR" if kind == "psnr" else "PSNR gain"
+            short.append(f"q{q} LIVE1_gray {what} {'not measured' if got is None else f'{got:+.2f}' if kind == 'gain' else f'{got:.2f}'}"
+                         f" < target {targets[q]:.2f}")
+    if not short and not any(q in targets for q in card["qualities"]):
+        if siblings_final:
+            return "final (no figure of its own at this quality; its siblings reach theirs)"
+        short.append("no figure at this quality; the same recipe falls short at the qualities that have one")
+    return "final" if not short else "not final: " + "; ".join(short) + \
+        f" ({card['training']['device']}, {card['training']['wall_time_s'] / 60:.0f} min in its last stage)"
+
+
+def _record(run: Path, weights: bool = True) -> tuple[dict, Path]:
+    """A run folder's card (with its weights beside it, unless ``weights=False``: an earlier
+    stage whose weights were not kept)."""
+    cards = [p for p in sorted(run.glob("*.json")) if "training" in json.loads(p.read_text())
+             and (p.with_suffix(".safetensors").exists() or not weights)]
+    if not cards:
+        raise SystemExit(f"{run}: no {'weights with a ' if weights else ''}card")
+    return json.loads(cards[0].read_text()), cards[0]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path, nargs="?")
+    p.add_argument("--restatus", metavar="MODEL")
+    p.add_argument("--history", type=Path, nargs="*", default=[])
+    p.add_argument("--ablation", action="append", default=[], help="NAME=RUN_DIR:WHAT")
+    p.add_argument("--half", action="store_true")
+    p.add_argument("--note")
+    args = p.parse_args(argv)
+    if args.restatus:
+        restatus(args.restatus)
+        return
+    card, card_path = _record(args.run)
+    card["history"] = [dict(_record(h, weights=False)[0]["training"], run=h.name) for h in args.history]
+    for spec in args.ablation:
+        name, _, rest = spec.partition("=")
+        run, _, what = rest.partition(":")
+        other, _ = _record(Path(run), weights=False)
+        card.setdefault("ablation", {})[name] = {"what": what, "training": other["training"],
+                                                 "metrics": other.get("metrics", {})}
+    if args.note:
+        card["note"] = args.note
+    weights = card_path.with_suffix(".safetensors")
+    dest = WEIGHTS / weights.name
+    if args.half:
+        from safetensors.torch import load_file, save_file
+
+        save_file({k: v.half().contiguous() for k, v in load_file(str(weights)).items()}, str(dest))
+        card["storage"] = "float16 weights (computed in float32)"
+    else:
+        dest.write_bytes(weights.read_bytes())
+    dest.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    restatus(card["model"])
+
+
+def restatus(model: str) -> None:
+    """Every shipped card of ``model``: those with figures first, then the qualities without
+    (their verdict follows their siblings')."""
+    paths = sorted(WEIGHTS.glob(f"{model}_q*.json"))
+    cards = {p: json.loads(p.read_text()) for p in paths}
+    targets = TARGETS.get(model, (None, {}))[1]
+    own = [p for p in paths if any(q in targets for q in cards[p]["qualities"])]
+    for p in own:
+        cards[p]["status"] = status(cards[p])
+    siblings_final = all(cards[o]["status"].startswith("final") for o in own)
+    for p in paths:
+        if p not in own:
+            cards[p]["status"] = status(cards[p], siblings_final)
+        p.write_text(json.dumps(cards[p], indent=2) + "\n")
+        print(p.stem, cards[p]["status"])
+
+
+if __name__ == "__main__":
+    main()
