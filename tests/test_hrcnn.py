@@ -236,3 +236,40 @@ def test_residual_blocks_are_linear_as_printed(activation, linear):
     assert sum(p.numel() for p in model.net.parameters()) == 507_157
     with pytest.raises(ValueError, match="activation"):
         HRCNN(activation="gelu")
+
+
+def test_quantized_input_counts_steps_of_the_training_table():
+    # The paper feeds the integer coefficients, which count steps of the file's table; the
+    # network learned steps of its training table. A file with another table is rescaled to
+    # those steps (unrounded); a file with the training table goes in as its integers.
+    from kdecode.jpeg.quality import ijg_table
+
+    model = HRCNN(quality=10)
+    blocks = torch.randint(-20, 20, (1, 2, 3, 8, 8), dtype=torch.int16)
+    for q in (10, 37):
+        table = torch.from_numpy(ijg_table(q).astype("int32"))
+        want = blocks.float() * table.float() / torch.from_numpy(ijg_table(10).astype("float32"))
+        assert torch.allclose(model.kspace(blocks, table), blocks_to_planes_input(want), rtol=1e-6, atol=0)
+    assert torch.equal(model.kspace(blocks, torch.from_numpy(ijg_table(10).astype("int32"))),
+                       blocks_to_planes_input(blocks.float()))
+
+
+def blocks_to_planes_input(x):
+    from kdecode.ops import blocks_to_plane
+
+    return blocks_to_plane(x).unsqueeze(1)
+
+
+@pytest.mark.skipif(not registry.shipped_cards("hrcnn"), reason="no HR-CNN weights shipped")
+@pytest.mark.parametrize("quality", [15, 40])
+def test_shipped_weights_restore_files_of_other_qualities(quality):
+    # Weights trained at q10..50 restore a file of any quality (the nearest weights, the file's
+    # coefficients in their table's steps): better than the plain decode, not garbage.
+    from conftest import encode, photo
+    from kdecode.metrics import psnr
+
+    img = photo(96, 128, 3, gray=True)
+    data = encode(img, quality=quality)
+    plain, restored = (psnr(torch.from_numpy(img), torch.from_numpy(decode(data, model=m, output="numpy")))
+                       for m in (None, "hrcnn"))
+    assert restored > plain + 0.1

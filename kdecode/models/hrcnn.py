@@ -6,7 +6,8 @@ image grid (block ``(r, c)`` of the grid occupies samples ``8r..8r+7, 8c..8c+7``
 ``[v, u]`` at row ``8r + v``, column ``8c + u``; :func:`~kdecode.ops.blocks_to_plane`). Two
 input scalings (``input=``):
 
-- ``"quantized"``: the integer coefficients as stored in the file (what the paper feeds);
+- ``"quantized"``: the integer coefficients as stored in the file (what the paper feeds), in
+  steps of the training quality's table: a file with another table is rescaled to them;
 - ``"dequantized"``: ``coefficients * qtable / 255`` with the file's real table: the orthonormal
   DCT coefficients of the level-shifted image on the 0..1 scale, so one model sees every
   quality's coefficients on the same scale.
@@ -165,9 +166,17 @@ class HRCNN(CoefficientRestorer):
         """Integer blocks ``[N, bh, bw, 8, 8]`` and their tables (``[8, 8]`` or ``[N, 8, 8]``)
         -> the network's input ``[N, 1, 8 bh, 8 bw]`` float32."""
         x = blocks.float()
+        q = qtable.float()
+        q = q if q.dim() == 2 else q[:, None, None]
         if self.input == "dequantized":
-            q = qtable.float()
-            x = x * (q if q.dim() == 2 else q[:, None, None]) / 255.0
+            x = x * q / 255.0
+        elif self.quality is not None:
+            # The integers count steps of the file's table; the network learned steps of the
+            # training table (its IDCT start even has that table in its weights). So a file
+            # written with another table (another quality, another encoder) comes in as the same
+            # coefficients in training-table steps, unrounded: for files with the training
+            # table this is the integers themselves, as the paper feeds them.
+            x = x * (q / self.training_table(x.device))
         return blocks_to_plane(x).unsqueeze(1)
 
     def forward(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
