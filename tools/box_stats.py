@@ -1,8 +1,9 @@
-"""How much D3's box constraint binds: the share of stage-I coefficients (on the patches it
-clamps) that fall outside the file's real quantization interval, and outside the interval an
-assumed IJG quality gives, on LIVE1_gray compressed with IJG or non-IJG tables.
+"""How much a box constraint binds: the share of the DCT-domain estimates, before the clamp,
+that fall outside the file's real quantization interval, and outside the interval an assumed
+IJG quality gives, on LIVE1_gray compressed with IJG or non-IJG tables. D3: the stage-I output
+on the patches it clamps; DMCNN: the DCT branch's output (what its DCT Rectify Unit clamps).
 
-    python tools/d3_clamp_stats.py [--model d3] [--quality 10] [--tables ijg flat camera ijg_edit]
+    python tools/box_stats.py [--model d3|d3_128|dmcnn] [--quality 10] [--tables ijg flat camera ijg_edit]
 
 Prints a markdown table (one row per table kind): files' JPEG PSNR is not needed, only the
 stage-I output of the shipped weights. A constraint that rarely binds cannot change the result
@@ -34,6 +35,22 @@ def outside(phi_alpha, quantized, table) -> tuple[float, float]:
     return (distance > 0).float().mean().item(), distance.mean().item()
 
 
+def estimates(model, blocks, qtable):
+    """(DCT-domain estimates on the 0..1 scale, integer coefficients, table) of the intervals
+    the model's constraint uses, for one image's luma blocks."""
+    if model.name == "dmcnn":
+        net, dru = model.net, model.net.dru
+        net.dru = False  # the estimate the DRU would clamp
+        try:
+            estimate = net.coefficients(blocks[None], qtable)
+        finally:
+            net.dru = dru
+        quantized, itable = model.interval_blocks(blocks[None], qtable)
+        return estimate / 255.0, quantized, itable
+    _, phi_alpha, quantized, itable, boxed = model._patchwise(blocks[None], qtable, with_stage1=True)
+    return (phi_alpha[:, boxed] if boxed is not None else phi_alpha), quantized, itable
+
+
 @torch.inference_mode()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,9 +72,7 @@ def main() -> None:
             blocks, qtable = component_blocks(coeffs, 0)
             for intervals in ("real", "assumed"):
                 model.intervals = intervals
-                _, phi_alpha, quantized, itable, boxed = model._patchwise(blocks[None], qtable, with_stage1=True)
-                if boxed is not None:
-                    phi_alpha = phi_alpha[:, boxed]
+                phi_alpha, quantized, itable = estimates(model, blocks, qtable)
                 share, distance = outside(phi_alpha, quantized, itable)
                 sums[intervals][0] += share / len(files)
                 sums[intervals][1] += distance / len(files)
