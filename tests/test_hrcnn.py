@@ -254,6 +254,29 @@ def test_quantized_input_counts_steps_of_the_training_table():
                        blocks_to_planes_input(blocks.float()))
 
 
+@pytest.mark.parametrize("mode", ["quantized", "dequantized"])
+def test_transfer_from_another_quality_starts_where_the_old_weights_are(tmp_path, mode):
+    """--init-from weights of q10 for a q30 run: the start restores q30 files exactly as the q10
+    weights restore them (for quantized input the spectral layer is rescaled to the new table)."""
+    from safetensors.torch import save_file
+
+    from kdecode.train.loop import _load_init
+
+    torch.manual_seed(0)
+    source = HRCNN(input=mode, quality=10, init="idct", activation="relu")
+    save_file({k: v.contiguous() for k, v in source.net.state_dict().items()}, str(tmp_path / "hrcnn_q10.safetensors"))
+    (tmp_path / "hrcnn_q10.json").write_text(json.dumps({"arch_kwargs": {"quality": 10}}))
+    start = HRCNN(input=mode, quality=30, activation="relu")
+    _load_init(start, str(tmp_path))
+    coeffs = read_coefficients(jpeg(smooth_image(32, 40), 30))
+    with torch.no_grad():
+        assert torch.allclose(start.decode(coeffs).float(), source.decode(coeffs).float(), atol=1)
+        blocks, qtable = component_blocks(coeffs, 0)
+        assert torch.allclose(start(blocks[None], qtable), source(blocks[None], qtable), atol=1e-5)
+    moved = not torch.equal(start.net.spectral.weight, source.net.spectral.weight)
+    assert moved == (mode == "quantized")
+
+
 def blocks_to_planes_input(x):
     from kdecode.ops import blocks_to_plane
 

@@ -22,7 +22,9 @@
 # shared by all runs), JOBS="hrcnn hrcnn_input dmcnn d3" (what runs: HR-CNN q10..50; HR-CNN q10
 # on dequantized input; DMCNN q20 -> q10 + no-DRU from scratch; D3-256 q10/q20 continued;
 # "dmcnn_more": the shipped DMCNN q10/q20 continued), HRCNN_ACT=none|relu, HRCNN_LR=5e-4,
-# DMCNN_LR=3e-4, KD=/tmp/kd (work folder on the device), DEVICE=cuda.
+# DMCNN_LR=3e-4, HRCNN_FROM=kdecode/weights (HR-CNN continues the shipped weights of its
+# quality with the same activation, else starts from the shipped q10 ones; unset: the IDCT
+# start), KD=/tmp/kd (work folder on the device), DEVICE=cuda.
 # Session 3 ran the defaults (JOBS as above, HRCNN_ACT=none, TRAIN_SECONDS=1000): calls of 564,
 # 570 and 182 s plus the machine's start: 1,362 s of the 1,800; the three calls must follow each
 # other within the 30 s a machine stays warm.
@@ -65,8 +67,10 @@ quick() {  # GPU tests and a first measurement of decode_batch on CUDA, before t
   [ -n "${SKIP_TESTS:-}" ] || timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_batch.py tests/test_hrcnn.py \
     tests/test_dmcnn.py tests/test_d3.py tests/test_exact_decode.py tests/test_ops.py 2>&1 | tail -15 | tee "$OUT/tests.log"
   [ "$DEVICE" = cuda ] || return 0
-  KDECODE_DATA=$KD/data timeout 120 python3 benchmarks/throughput.py --device cuda --sets bsds500-q50 live1-q10 \
-    --limit 200 --min-files 64 --models none --repeat 2 --min-time 0.2 --out "$OUT" --name quick 2>&1 | tail -14
+  # LIVE1 first, with the two models whose GPU figures the issues name (HR-CNN >= 1.0x Pillow at
+  # batch 64, issue 7; the fastest model, issue 8), while nothing else uses the GPU or the CPUs.
+  KDECODE_DATA=$KD/data timeout 180 python3 benchmarks/throughput.py --device cuda --sets live1-q10 bsds500-q50 \
+    --limit 200 --min-files 64 --models fast_arcnn hrcnn --repeat 2 --min-time 0.2 --out "$OUT" --name quick 2>&1 | tail -24
   KDECODE_DATA=$KD/data timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/profile.txt" | head -40
 import sys, torch, kdecode
 from torch.profiler import ProfilerActivity, profile
@@ -97,6 +101,23 @@ run_eval() {  # run folder, model, quality[, nonijg]: the run's weights measured
     fi; } >"$dir/eval.md" 2>&1
 }
 
+hrcnn_start() {  # quality input -> "--init-from W" with HRCNN_FROM=DIR: DIR's weights of that quality
+  # when their card has the same activation and input, else DIR's q10 ones (the loop rescales them
+  # to the quality's table), else nothing (the IDCT start)
+  [ -n "${HRCNN_FROM:-}" ] || return 0
+  python3 - "$HRCNN_FROM" "$1" "$2" "${HRCNN_ACT:-none}" <<'PY'
+import json, sys
+from pathlib import Path
+folder, quality, input_, act = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+for q in (quality, "10"):
+    card = folder / f"hrcnn_q{q}.json"
+    kw = json.loads(card.read_text())["arch_kwargs"] if card.is_file() else {}
+    if kw and kw.get("activation", "none") == act and kw.get("input", "quantized") == input_:
+        print("--init-from", card.with_suffix(".safetensors"))
+        break
+PY
+}
+
 left() {  # seconds of training left, minus a margin (at least 30: a budget of 0 would mean none)
   local s=$(( END - $(date +%s) - ${1:-0} )); echo $(( s < 30 ? 30 : s ))
 }
@@ -120,7 +141,7 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
 
   hrcnn() {  # quality input name
     $K train --model hrcnn --quality "$1" --input "$2" --start idct --lr "${HRCNN_LR:-5e-4}" --warmup 300 \
-      --hrcnn-activation "${HRCNN_ACT:-none}" \
+      --hrcnn-activation "${HRCNN_ACT:-none}" $(hrcnn_start "$1" "$2") \
       --out "$R/$3" --time-budget "$(left 40)" "${common[@]}" "${dry[@]}" >"$R/$3.log" 2>&1
     run_eval "$R/$3" hrcnn "$1"
   }

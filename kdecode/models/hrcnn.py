@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..jpeg.coefficients import JpegCoefficients
+from ..jpeg.quality import ijg_table
 from ..ops import blocks_to_plane, dct_matrix
 from ..pipeline import component_blocks, decode_restoring_luma, to_samples
 from .coefficient import CoefficientRestorer
@@ -156,6 +157,21 @@ class HRCNN(CoefficientRestorer):
         net.decode3.weight.zero_()
         net.decode3.weight[0, 0, 1, 1] = 1.0
         net.decode3.bias.fill_(0.5)
+
+    @torch.no_grad()
+    def transfer_from_quality(self, quality: int) -> None:
+        """Adapt weights trained for ``quality`` to start training for :attr:`quality` (the
+        easy-to-hard transfer). Quantized input counts steps of the training table, so the
+        spectral layer's weights for coefficient ``ch`` are scaled by ``new[ch] / old[ch]``:
+        the start then restores files of the new quality exactly as the old weights do
+        (which see them in their own table's steps, :meth:`kspace`). Dequantized input needs
+        nothing."""
+        if self.input != "quantized" or self.quality is None or quality == self.quality:
+            return
+        old = torch.from_numpy(ijg_table(quality).astype("float32"))
+        scale = (self.training_table("cpu") / old).reshape(64, 1, 1, 1)
+        weight = self.net.spectral.weight  # ConvTranspose2d: [in = coefficient ch, out, 8, 8]
+        weight.mul_(scale.to(weight))
 
     @property
     def input_description(self) -> str:
