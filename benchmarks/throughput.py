@@ -108,7 +108,7 @@ def candidates(devices: list[str], set_name: str, model_files: int, cpu_models: 
     except ImportError:
         pass
     rows.append(("kdecode read_coefficients", "cpu", True, lambda d: kdecode.read_coefficients(d), None))
-    # Registered models without shipped weights (HR-CNN until it is trained) cannot be loaded.
+    # Registered models without shipped weights cannot be loaded: only shipped ones are measured.
     models = [m for m in kdecode.list_models() if m != "exact" and shipped_cards(m)]
     if only_models is not None:
         models = [m for m in models if m in only_models]

@@ -9,8 +9,10 @@
 #   Here, once (repo root): pack the data and libjpeg for the native reader (~56 MB, ignored):
 #     tools/gpu_lease.sh pack ../shared/data
 #   call 1: command="bash tools/gpu_lease.sh call1", carry=[".gpu_lease"]          (~9.5 min)
-#           setup, GPU tests + a first decode_batch measurement and profile, then the training
-#           starts in the background (setsid: it outlives the call); progress until the call ends.
+#           setup, the throughput figures on the quiet machine (LIVE1 and BSDS500 q50: the exact
+#           decode, Fast AR-CNN, HR-CNN), then the GPU tests and a profile of decode_batch while
+#           the training pairs are made, then the training starts in the background (setsid: it
+#           outlives the call); progress until the call ends.
 #   call 2: command="bash tools/gpu_lease.sh watch 570"                             (~9.5 min)
 #           progress; $OUT/snapshot.tar.gz holds the latest weights of every run (insurance).
 #   call 3: command="bash tools/gpu_lease.sh finish"                                (rest)
@@ -63,14 +65,19 @@ setup() {  # device: data and libraries into $KD (kept while the machine is held
     python3 -c "import torch, kdecode; print('torch', torch.__version__, kdecode.backend_info())"; } | tee "$KD/device.txt"
 }
 
-quick() {  # GPU tests and a first measurement of decode_batch on CUDA, before the GPU gets busy
+quick() {  # on the quiet machine: the throughput figures, then (while the training pairs are
+  # made) the GPU tests and a profile of decode_batch on CUDA
+  if [ "$DEVICE" = cuda ]; then
+    # LIVE1 first, with the two models whose GPU figures the issues name (HR-CNN >= 1.0x Pillow at
+    # batch 64, issue 7; the fastest model, issue 8), before anything else uses the GPU or the
+    # CPUs (in session 3 this ran beside the training pairs being made, and both sides slowed).
+    KDECODE_DATA=$KD/data timeout 180 python3 benchmarks/throughput.py --device cuda --sets live1-q10 bsds500-q50 \
+      --limit 200 --min-files 64 --models fast_arcnn hrcnn --repeat 2 --min-time 0.2 --out "$OUT" --name quick 2>&1 | tail -24
+  fi
+  touch "$KD/benched"  # trainall makes the training pairs from here on
   [ -n "${SKIP_TESTS:-}" ] || timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_batch.py tests/test_hrcnn.py \
     tests/test_dmcnn.py tests/test_d3.py tests/test_exact_decode.py tests/test_ops.py 2>&1 | tail -15 | tee "$OUT/tests.log"
   [ "$DEVICE" = cuda ] || return 0
-  # LIVE1 first, with the two models whose GPU figures the issues name (HR-CNN >= 1.0x Pillow at
-  # batch 64, issue 7; the fastest model, issue 8), while nothing else uses the GPU or the CPUs.
-  KDECODE_DATA=$KD/data timeout 180 python3 benchmarks/throughput.py --device cuda --sets live1-q10 bsds500-q50 \
-    --limit 200 --min-files 64 --models fast_arcnn hrcnn --repeat 2 --min-time 0.2 --out "$OUT" --name quick 2>&1 | tail -24
   KDECODE_DATA=$KD/data timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/profile.txt" | head -40
 import sys, torch, kdecode
 from torch.profiler import ProfilerActivity, profile
@@ -130,6 +137,7 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
                 --scales 1,0.9,0.8,0.7,0.6 --steps 10000000 --cache-dir "$KD/cache" --device "$DEVICE"
                 --checkpoint-every 1000 --val-every 2000 -q)
   local hq=${HRCNN_QUALITIES:-10 20 30 40 50}
+  while [ ! -f "$KD/benched" ]; do sleep 2; done  # the throughput figures are taken on the quiet machine
   # JPEG pairs of every training image at every quality, made once, shared by all runs.
   $K train --model hrcnn --quality "$(echo $hq 10 20 | tr ' ' '\n' | sort -nu | paste -sd,)" --prepare-only --workers 12 "${common[@]}" 2>&1 | tail -2
   echo "pairs ready $(date +%T)"
@@ -255,7 +263,7 @@ finish() {  # wait for the runs, return them, then the throughput suite on the q
 
 call1() {
   setup
-  rm -f "$KD/go" "$KD/DONE"
+  rm -f "$KD/go" "$KD/DONE" "$KD/benched"
   setsid nohup bash "$0" trainall >"$KD/trainall.log" 2>&1 </dev/null &
   quick
   touch "$KD/go"
