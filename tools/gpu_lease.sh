@@ -78,19 +78,22 @@ quick() {  # on the quiet machine: the throughput figures, then (while the train
   [ -n "${SKIP_TESTS:-}" ] || timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_batch.py tests/test_hrcnn.py \
     tests/test_dmcnn.py tests/test_d3.py tests/test_exact_decode.py tests/test_ops.py 2>&1 | tail -15 | tee "$OUT/tests.log"
   [ "$DEVICE" = cuda ] || return 0
-  KDECODE_DATA=$KD/data timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/profile.txt" | head -40
+  KDECODE_DATA=$KD/data timeout 90 python3 - <<'EOF' 2>&1 | tee "$OUT/profile.txt" | head -40
 import sys, torch, kdecode
 from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, "benchmarks")
 from common import file_sets
-files = file_sets(["bsds500-q50"])["bsds500-q50"][:192]
-for _ in range(2):
-    kdecode.decode_batch(files, model=None, device="cuda", output="torch", batch_size=64); torch.cuda.synchronize()
-# What the CPU threads and the GPU spend on decode_batch(model=None): kernels, copies, Python ops.
-with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-    kdecode.decode_batch(files, model=None, device="cuda", output="torch", batch_size=64); torch.cuda.synchronize()
-print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12))
+sets = file_sets(["live1-q10", "bsds500-q50"])
+for name, files in (("live1-q10", (sets["live1-q10"] * 3)[:64]), ("bsds500-q50", sets["bsds500-q50"][:192])):
+    for _ in range(2):
+        kdecode.decode_batch(files, model=None, device="cuda", output="torch", batch_size=64); torch.cuda.synchronize()
+    # What the CPU threads and the GPU spend on decode_batch(model=None): kernels, copies
+    # (LIVE1: 69 MB of coefficients for 64 files), pinned staging, Python ops.
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        kdecode.decode_batch(files, model=None, device="cuda", output="torch", batch_size=64); torch.cuda.synchronize()
+    print(f"== {name}, {len(files)} files")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=10))
 EOF
 }
 
