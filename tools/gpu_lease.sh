@@ -22,8 +22,9 @@
 #
 # Settings (environment): TRAIN_SECONDS=1020 (wall time from the start of training to its end,
 # shared by all runs), JOBS="hrcnn hrcnn_input dmcnn d3" (what runs: HR-CNN q10..50; HR-CNN q10
-# on dequantized input; DMCNN q20 -> q10 + no-DRU from scratch; D3-256 q10/q20 continued;
-# "dmcnn_more": the shipped DMCNN q10/q20 continued), HRCNN_ACT=none|relu, HRCNN_LR=5e-4,
+# on dequantized input; "hrcnn_input_pair": q10 on both inputs from the IDCT start, the
+# input ablation for the ReLU network; DMCNN q20 -> q10 + no-DRU from scratch; D3-256 q10/q20
+# continued; "dmcnn_more": the shipped DMCNN q10/q20 continued), HRCNN_ACT=none|relu, HRCNN_LR=5e-4,
 # DMCNN_LR=3e-4, HRCNN_FROM=kdecode/weights (HR-CNN continues the shipped weights of its
 # quality with the same activation, else starts from the shipped q10 ones; unset: the IDCT
 # start), KD=/tmp/kd (work folder on the device), DEVICE=cuda.
@@ -158,7 +159,10 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
   }
   local jobs=" ${JOBS:-hrcnn hrcnn_input dmcnn d3} "
   if [[ $jobs == *" hrcnn "* ]]; then for q in $hq; do hrcnn "$q" quantized "hrcnn_q$q" & done; fi
-  [[ $jobs == *" hrcnn_input "* ]] && hrcnn 10 dequantized hrcnn_q10_dequantized &
+  [[ $jobs == *" hrcnn_input "* ]] && HRCNN_FROM= hrcnn 10 dequantized hrcnn_q10_dequantized &
+  # the input ablation as a pair: both inputs from the IDCT start, side by side, same recipe
+  [[ $jobs == *" hrcnn_input_pair "* ]] && { HRCNN_FROM= hrcnn 10 dequantized hrcnn_q10_dequantized &
+                                             HRCNN_FROM= hrcnn 10 quantized hrcnn_q10_quantized_scratch & }
 
   if [[ $jobs == *" dmcnn_more "* ]]; then  # continue the shipped DMCNN weights, one run a quality
     for q in 10 20; do
@@ -246,8 +250,10 @@ finish() {  # wait for the runs, return them, then the throughput suite on the q
   done
   [ -f "$KD/DONE" ] || echo "runs not done after ${WAIT_MAX:-400} s: returning what there is"
   cp "$KD/trainall.log" "$KD/device.txt" "$KD/runs/" 2>/dev/null
-  ( cd "$KD/runs" && for fam in hrcnn d3; do
-      tar czf "$OUT/$fam.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' $fam* device.txt trainall.log 2>/dev/null; done
+  ( cd "$KD/runs" && for fam in hrcnn d3; do  # HR-CNN weights are 2 MB a run: the ablation runs in a file of their own
+      tar czf "$OUT/$fam.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' $(ls -d ${fam}_q[0-9]* | grep -E "^${fam}_q[0-9]+(\.log)?$") \
+        device.txt trainall.log 2>/dev/null; done
+    tar czf "$OUT/hrcnn_ablation.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' $(ls -d hrcnn_q* | grep -vE "^hrcnn_q[0-9]+(\.log)?$") 2>/dev/null
     for run in dmcnn_q20 dmcnn_q10 dmcnn_q10_nodru; do  # ~8 MB of weights each
       tar czf "$OUT/$run.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' --exclude='dmcnn_q20_p56/*.safetensors' \
         $run $run.log $( [ $run = dmcnn_q20 ] && echo dmcnn_q20_p56 dmcnn_q20_p56.log ) 2>/dev/null; done )
