@@ -182,6 +182,12 @@ def torchvision_batch():
     return fn
 
 
+def _figure(x: float, decimals: int = 1) -> str:
+    """``decimals`` places, or two significant digits where those would show 0 (a model at
+    0.0007x Pillow on a CPU is not 0.00x)."""
+    return f"{x:.{decimals}f}" if x >= 10 ** -decimals or x == 0 else f"{x:.2g}"
+
+
 def measure_overlap(files: list[bytes], workers: int) -> dict:
     """Wall time of decode_batch(model=None, device="cuda") against its two parts measured
     alone on the same files: the CPU read (read_coefficients in ``workers`` threads) and the GPU
@@ -304,8 +310,8 @@ def main(argv=None) -> int:
                 continue
             mp_s = mp / t
             anchor_mp_s = anchor_mp_s or mp_s  # Pillow comes first
-            rows.append([set_name, len(subset), label, f"{len(subset) / t:.1f}", f"{mp_s:.1f}",
-                         f"{mem.peak:.0f}", f"{mp_s / anchor_mp_s:.2f}x"])
+            rows.append([set_name, len(subset), label, _figure(len(subset) / t), _figure(mp_s),
+                         f"{mem.peak:.0f}", f"{_figure(mp_s / anchor_mp_s, 2)}x"])
             tqdm.write(" | ".join(str(c) for c in rows[-1]))
             write(False)  # a run cut short keeps what it measured
         if "cuda" in args.device:
