@@ -159,10 +159,10 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
   }
   local jobs=" ${JOBS:-hrcnn hrcnn_input dmcnn d3} "
   if [[ $jobs == *" hrcnn "* ]]; then for q in $hq; do hrcnn "$q" quantized "hrcnn_q$q" & done; fi
-  [[ $jobs == *" hrcnn_input "* ]] && HRCNN_FROM= hrcnn 10 dequantized hrcnn_q10_dequantized &
-  # the input ablation as a pair: both inputs from the IDCT start, side by side, same recipe
-  [[ $jobs == *" hrcnn_input_pair "* ]] && { HRCNN_FROM= hrcnn 10 dequantized hrcnn_q10_dequantized &
-                                             HRCNN_FROM= hrcnn 10 quantized hrcnn_q10_quantized_scratch & }
+  # the input ablation: q10 on dequantized input from the IDCT start; "hrcnn_input_pair" adds the
+  # quantized input from the same start beside it (the shipped-weights runs start elsewhere)
+  [[ $jobs == *" hrcnn_input "* || $jobs == *" hrcnn_input_pair "* ]] && HRCNN_FROM= hrcnn 10 dequantized hrcnn_q10_dequantized &
+  [[ $jobs == *" hrcnn_input_pair "* ]] && HRCNN_FROM= hrcnn 10 quantized hrcnn_q10_quantized_scratch &
 
   if [[ $jobs == *" dmcnn_more "* ]]; then  # continue the shipped DMCNN weights, one run a quality
     for q in 10 20; do
