@@ -97,9 +97,10 @@ def set_quality(name: str) -> int | None:
 
 
 def candidates(devices: list[str], set_name: str, model_files: int, cpu_models: bool = True,
-               only_models: list[str] | None = None) -> list[tuple]:
+               only_models: list[str] | None = None, bf16: bool = False) -> list[tuple]:
     """(label, device, per_file, fn, file limit): per_file fns take one JPEG's bytes, the
-    others the whole list. ``only_models``: these models instead of every shipped one."""
+    others the whole list. ``only_models``: these models instead of every shipped one.
+    ``bf16``: on a GPU each model also with ``precision="bfloat16"``."""
     rows = [("Pillow decode", "cpu", True, pillow_decode, None)]
     try:
         import simplejpeg
@@ -117,15 +118,16 @@ def candidates(devices: list[str], set_name: str, model_files: int, cpu_models: 
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         out = "numpy" if device == "cpu" else "torch"
 
-        def one(model, device=device, out=out, sync=sync):
+        def one(model, device=device, out=out, sync=sync, precision="float32"):
             def fn(d):
-                kdecode.decode(d, model=model, device=device, output=out)
+                kdecode.decode(d, model=model, device=device, output=out, precision=precision)
                 sync()
             return fn
 
-        def batch(model, size, device=device, out=out, sync=sync):
+        def batch(model, size, device=device, out=out, sync=sync, precision="float32"):
             def fn(files):
-                kdecode.decode_batch(files, model=model, device=device, output=out, batch_size=size)
+                kdecode.decode_batch(files, model=model, device=device, output=out, batch_size=size,
+                                     precision=precision)
                 sync()
             return fn
 
@@ -137,6 +139,10 @@ def candidates(devices: list[str], set_name: str, model_files: int, cpu_models: 
         for name in (models if device != "cpu" or cpu_models else []):
             rows.append((f"{name} batch 1 [{device}]", device, True, one(name), limit))
             rows.append((f"{name} batch 64 [{device}]", device, False, batch(name, 64), limit))
+            if bf16 and device == "cuda":
+                rows.append((f"{name} batch 1 bf16 [{device}]", device, True, one(name, precision="bfloat16"), limit))
+                rows.append((f"{name} batch 64 bf16 [{device}]", device, False, batch(name, 64, precision="bfloat16"),
+                             limit))
             two_step = two_step_fn(name, quality, device)
             if two_step:
                 rows.append((f"Pillow + {name} (two-step) [{device}]", device, True, two_step, limit))
@@ -259,6 +265,11 @@ def main(argv=None) -> int:
                    help="models run on CPU only for sets of images up to this size (MP)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--min-time", type=float, default=0.5, help="seconds each timing round lasts at least")
+    p.add_argument("--bf16", action="store_true",
+                   help="on a GPU, also measure every model with precision='bfloat16' (tensor cores)")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="torch.backends.cudnn.benchmark = True: cuDNN times its algorithms for each new input "
+                        "shape and keeps the fastest (for many images of the same sizes)")
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--name", default=None, help="output name (default throughput_<devices>)")
     args = p.parse_args(argv)
@@ -266,9 +277,11 @@ def main(argv=None) -> int:
         print("no CUDA device: measuring on CPU only")
         args.device = [d for d in args.device if d != "cuda"] or ["cpu"]
     workers = os.cpu_count() or 1
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
 
     header = (f"Machine: {machine()}; reader: {kdecode.backend_info()['reader']}; "
-              f"torch threads: {torch.get_num_threads()}; decode_batch workers: {workers}")
+              f"torch threads: {torch.get_num_threads()}; decode_batch workers: {workers}"
+              + ("; torch.backends.cudnn.benchmark = True" if args.cudnn_benchmark else ""))
     print(header, flush=True)
     rows, overlap_lines = [], []
     from tqdm import tqdm
@@ -291,7 +304,7 @@ def main(argv=None) -> int:
         cpu_models = megapixels(files[:1]) <= args.model_max_mp
         if not cpu_models and len(kdecode.list_models()) > 1:
             print(f"{set_name}: models not run on CPU (images over --model-max-mp {args.model_max_mp} MP)")
-        cands = candidates(args.device, set_name, args.model_files, cpu_models, args.models)
+        cands = candidates(args.device, set_name, args.model_files, cpu_models, args.models, args.bf16)
         anchor_mp_s = None
         # disable=None: no bar when the output is a log file (its carriage returns hide the rows)
         for label, device, per_file, fn, limit in tqdm(cands, desc=set_name, unit="decoder", leave=False, disable=None):

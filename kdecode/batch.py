@@ -74,7 +74,7 @@ def _read(index: int, src: Source, read_options: dict):
 
 def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None, output: str = "pil",
                 batch_size: int = 16, workers: int | None = None, return_exceptions: bool = False,
-                max_padding: float = MAX_PADDING, **read_options) -> Iterator:
+                max_padding: float = MAX_PADDING, precision: str = "float32", **read_options) -> Iterator:
     """Decode ``srcs`` (paths, bytes or binary file objects; any iterable, consumed lazily) and
     yield one result per source in input order: what ``decode(src, model, device, output)``
     returns, pixel for pixel.
@@ -84,14 +84,14 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
     images. A file that cannot be read or
     decoded raises its :class:`KdecodeError` (or ``OSError``) when its turn comes, after the
     results before it were yielded; with ``return_exceptions=True`` the exception object is
-    yielded in its place and the stream goes on. ``read_options`` go to
-    :func:`read_coefficients`.
+    yielded in its place and the stream goes on. ``precision``: as for :func:`decode`.
+    ``read_options`` go to :func:`read_coefficients`.
     """
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    check_model(model, device)
+    check_model(model, device, precision)
     device = torch.device(device) if device is not None else None
     cuda = device is not None and device.type == "cuda"
     workers = max(1, workers or os.cpu_count() or 1)
@@ -99,8 +99,8 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
     if not cuda:
         # Two images a worker in flight: enough to keep every core busy, and few enough that
         # the memory of finished images is reused (fresh pages cost more than the decode).
-        yield from _decode_iter_cpu(sources, model, device, output, 2 * workers, workers, return_exceptions,
-                                    read_options)
+        yield from _decode_iter_cpu(sources, model, precision, device, output, 2 * workers, workers,
+                                    return_exceptions, read_options)
         return
     with ThreadPoolExecutor(workers) as pool:
         stream = torch.cuda.Stream(device)
@@ -112,7 +112,7 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
         while pending:
             upcoming = submit_reads()  # the pool reads the next group while this one decodes
             items = [f.result() for f in pending]
-            results = _decode_group(items, model, device, output, max_padding, stream)
+            results = _decode_group(items, model, precision, device, output, max_padding, stream)
             for result in results:
                 if isinstance(result, Exception) and not return_exceptions:
                     for f in upcoming:
@@ -124,13 +124,13 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
 
 def decode_batch(srcs: Iterable[Source], model: str | None = "auto", device=None, output: str = "pil",
                  batch_size: int = 16, workers: int | None = None, return_exceptions: bool = False,
-                 max_padding: float = MAX_PADDING, **read_options) -> list:
+                 max_padding: float = MAX_PADDING, precision: str = "float32", **read_options) -> list:
     """:func:`decode_iter` collected into a list (same arguments, same order, same errors)."""
     return list(decode_iter(srcs, model, device, output, batch_size, workers, return_exceptions,
-                            max_padding, **read_options))
+                            max_padding, precision, **read_options))
 
 
-def _decode_group(items: list, model, device, output: str, max_padding: float, stream) -> list:
+def _decode_group(items: list, model, precision: str, device, output: str, max_padding: float, stream) -> list:
     """Results (images or exceptions) for one group of read results, in order (GPU)."""
     results: list = list(items)  # exceptions stay where they are
     ok = [i for i, c in enumerate(items) if not isinstance(c, Exception)]
@@ -139,7 +139,7 @@ def _decode_group(items: list, model, device, output: str, max_padding: float, s
         by_decoder: dict = {}
         for i in ok:
             try:
-                by_decoder.setdefault(decoder_for(items[i], model, device), []).append(i)
+                by_decoder.setdefault(decoder_for(items[i], model, device, precision), []).append(i)
             except KdecodeError as exc:
                 results[i] = exc
         for decoder, indices in by_decoder.items():
@@ -156,15 +156,15 @@ def _decode_group(items: list, model, device, output: str, max_padding: float, s
     return [r if isinstance(r, Exception) else _convert(r, output, device) for r in results]
 
 
-def _decode_iter_cpu(sources, model, device, output: str, ahead: int, workers: int, return_exceptions: bool,
-                     read_options: dict) -> Iterator:
+def _decode_iter_cpu(sources, model, precision: str, device, output: str, ahead: int, workers: int,
+                     return_exceptions: bool, read_options: dict) -> Iterator:
     """The CPU form of decode_iter: each worker reads and decodes whole images (the reader and
     the C pixel stage release the GIL), at most ``ahead`` in flight, yielded in input order. One
     task per image, without a hand-over between a read and a decode stage: the short Python
     parts of each image then interleave with the other workers' C work instead of queueing."""
     def one(index, src):
         coeffs = _read(index, src, read_options)
-        return coeffs if isinstance(coeffs, Exception) else _decode_one(coeffs, model, device, output)
+        return coeffs if isinstance(coeffs, Exception) else _decode_one(coeffs, model, precision, device, output)
 
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(workers) as pool:
@@ -187,9 +187,9 @@ def _result(future: Future, return_exceptions: bool):
     return result
 
 
-def _decode_one(coeffs, model, device, output: str):
+def _decode_one(coeffs, model, precision: str, device, output: str):
     try:
-        return decode_with(decoder_for(coeffs, model, device), coeffs, device, output)
+        return decode_with(decoder_for(coeffs, model, device, precision), coeffs, device, output)
     except KdecodeError as exc:
         return exc
 

@@ -82,7 +82,7 @@ def _cmd_restore(args) -> int:
     failed = 0
     for f in tqdm(files, desc="restore", unit="img", disable=args.quiet):
         try:
-            image = decode(f, model=args.model, device=args.device)
+            image = decode(f, model=args.model, device=args.device, precision=args.precision)
             image.save(out / (f.stem + ".png"))
         except (KdecodeError, OSError) as e:
             failed += 1
@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder for the PNG files")
     p.add_argument("--model", default="auto", help="model name, 'exact' for a plain decode, 'auto' (default)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16: the model's learned layers in bf16 (faster on a GPU)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_restore)
 

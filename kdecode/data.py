@@ -117,16 +117,17 @@ def collate_coefficients(items: list[JpegCoefficients], pin_memory: bool = False
     return CoefficientBatch(blocks, qtables, sizes, list(items))
 
 
-def decode_coefficient_batch(batch: CoefficientBatch, model: str | None = "auto", device=None) -> list[torch.Tensor]:
+def decode_coefficient_batch(batch: CoefficientBatch, model: str | None = "auto", device=None,
+                             precision: str = "float32") -> list[torch.Tensor]:
     """Decode (restore) every image of a batch with ``model`` on ``device``: uint8
-    ``[C, H, W]`` tensors on ``device``, in batch order (what ``decode(..., output="torch")``
-    returns for each file)."""
+    ``[C, H, W]`` tensors on ``device``, in batch order (what ``decode(..., output="torch",
+    precision=precision)`` returns for each file)."""
     from .decode import check_model, decoder_for
 
-    check_model(model, device)
+    check_model(model, device, precision)
     by_decoder: dict = {}
     for i, coeffs in enumerate(batch.coefficients):
-        by_decoder.setdefault(decoder_for(coeffs, model, device), []).append(i)
+        by_decoder.setdefault(decoder_for(coeffs, model, device, precision), []).append(i)
     out: list = [None] * len(batch)
     with torch.inference_mode():
         for decoder, indices in by_decoder.items():

@@ -10,40 +10,47 @@ from .errors import KdecodeError
 from .jpeg.quality import estimate_quality
 from .jpeg.reader import Source, read_coefficients
 from .ops import exact_cpu
+from .models.base import PRECISIONS
 from .models.registry import list_models, load_model, resolve_model, select_card
 
 _OUTPUTS = ("pil", "numpy", "torch")
 _model_cache: dict = {}
 
 
-def _get_model(name: str, quality, device):
-    key = (name, quality, str(device))
+def _get_model(name: str, quality, device, precision: str = "float32"):
+    key = (name, quality, str(device), precision)
     if key not in _model_cache:
-        _model_cache[key] = load_model(name, quality=quality, device=device)
+        _model_cache[key] = load_model(name, quality=quality, device=device, precision=precision)
     return _model_cache[key]
 
 
-def check_model(model, device=None) -> None:
-    """Raise a :class:`KdecodeError` listing the models when ``model`` is not one of them."""
+def check_model(model, device=None, precision: str = "float32") -> None:
+    """Raise a :class:`KdecodeError` listing the models when ``model`` is not one of them (and
+    a ValueError for a ``precision`` that is not one of :data:`PRECISIONS`)."""
     if resolve_model(model, device) not in list_models():
         raise KdecodeError("model", f"unknown model {model!r}; available: {', '.join(list_models())} (or None/'auto')")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
-def decoder_for(coeffs, model, device=None):
+def decoder_for(coeffs, model, device=None, precision: str = "float32"):
     """The :class:`~kdecode.models.Decoder` that ``decode(model=model)`` runs for ``coeffs``
-    (loaded once per process and device)."""
+    (loaded once per process, device and precision)."""
     # Learned models are trained per quality: pick the weights nearest the file's own quality,
     # estimated from its luma table (the estimate ``kdecode info`` prints).
     if resolve_model(model, device) == "exact":  # no weights to choose: skip the estimate
         return _get_model("exact", None, device)
     quality = estimate_quality(coeffs.components[0].qtable)[0]
     name = resolve_model(model, device, quality)
+    if name == "exact":
+        return _get_model("exact", None, device)
     # One cached decoder per weights file: key by the quality the chosen weights were trained at.
-    quality = None if name == "exact" else min(select_card(name, quality)["qualities"])
-    return _get_model(name, quality, device)
+    quality = min(select_card(name, quality)["qualities"])
+    return _get_model(name, quality, device, precision)
 
 
-def decode(src: Source, model: str | None = "auto", device=None, output: str = "pil", **read_options):
+def decode(src: Source, model: str | None = "auto", device=None, output: str = "pil", precision: str = "float32",
+           **read_options):
     """Decode a JPEG (path, bytes or binary file object).
 
     ``model=None`` or ``"exact"``: exactly what Pillow returns after ``load()`` (mode L or RGB,
@@ -54,12 +61,14 @@ def decode(src: Source, model: str | None = "auto", device=None, output: str = "
     ``output``: ``"pil"`` (PIL.Image), ``"numpy"`` (uint8 HxW or HxWx3) or ``"torch"`` (uint8
     CHW tensor on ``device``). ``read_options`` go to :func:`read_coefficients`
     (``max_pixels``, ``allow_truncated``).
+    ``precision="bfloat16"`` runs a model's learned layers in bf16 (faster on a GPU's tensor
+    cores; the README's quality table gives what it costs); the exact decode is unaffected.
     """
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
-    check_model(model, device)
+    check_model(model, device, precision)
     coeffs = read_coefficients(src, **read_options)
-    return decode_with(decoder_for(coeffs, model, device), coeffs, device, output)
+    return decode_with(decoder_for(coeffs, model, device, precision), coeffs, device, output)
 
 
 def decode_with(decoder, coeffs, device, output: str):

@@ -72,8 +72,15 @@ quick() {  # on the quiet machine: the throughput figures, then (while the train
     # LIVE1 first, with the two models whose GPU figures the issues name (HR-CNN >= 1.0x Pillow at
     # batch 64, issue 7; the fastest model, issue 8), before anything else uses the GPU or the
     # CPUs (in session 3 this ran beside the training pairs being made, and both sides slowed).
-    KDECODE_DATA=$KD/data timeout 180 python3 benchmarks/throughput.py --device cuda --sets live1-q10 bsds500-q50 \
-      --limit 200 --min-files 64 --models fast_arcnn hrcnn --repeat 2 --min-time 0.2 --out "$OUT" --name quick 2>&1 | tail -24
+    # --bf16: each also with precision="bfloat16" (the learned layers on tensor cores); then LIVE1
+    # again with cuDNN's autotuning (torch.backends.cudnn.benchmark: HR-CNN's 11x11 and 7x7
+    # convolutions on fixed batch shapes). finish() runs the full suite without it.
+    KDECODE_DATA=$KD/data timeout 200 python3 benchmarks/throughput.py --device cuda --sets live1-q10 bsds500-q50 \
+      --limit 200 --min-files 64 --models fast_arcnn hrcnn --bf16 --repeat 2 --min-time 0.2 --out "$OUT" --name quick 2>&1 \
+      | tail -32
+    KDECODE_DATA=$KD/data timeout 100 python3 benchmarks/throughput.py --device cuda --sets live1-q10 --min-files 64 \
+      --models fast_arcnn hrcnn --bf16 --cudnn-benchmark --repeat 2 --min-time 0.2 --out "$OUT" --name quick_cudnn_benchmark \
+      2>&1 | tail -16
   fi
   touch "$KD/benched"  # trainall makes the training pairs from here on
   [ -n "${SKIP_TESTS:-}" ] || timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_batch.py tests/test_hrcnn.py \
@@ -96,6 +103,12 @@ for name, files in (("live1-q10", (sets["live1-q10"] * 3)[:64]), ("bsds500-q50",
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=10))
 EOF
+  # What precision="bfloat16" costs in quality, on the GPU's own bf16 arithmetic (LIVE1_gray,
+  # the shipped weights; the float32 figures are in their cards).
+  for mq in fast_arcnn:10 hrcnn:10 hrcnn:30 hrcnn:50 dmcnn:10; do
+    timeout 60 $K eval --model ${mq%:*} --quality ${mq#*:} --data "$KD/data/LIVE1_gray" --device cuda --precision bfloat16 -q \
+      2>&1 | tail -1
+  done | tee "$OUT/precision_bf16.md"
 }
 
 run_eval() {  # run folder, model, quality[, nonijg]: the run's weights measured into its card
@@ -266,7 +279,7 @@ finish() {  # wait for the runs, return them, then the throughput suite on the q
   # LIVE1 first: HR-CNN's figure (issue 7) is its batch of 64 LIVE1-sized images.
   KDECODE_DATA=$KD/data timeout ${BENCH_SECONDS:-300} python3 benchmarks/throughput.py --device cuda --limit 64 --min-files 64 \
     --sets live1-q10 bsds500-q50 bsds500-q10 bsds500-q90 photo3840x2160-q90 \
-    --repeat 2 --min-time 0.2 --out "$OUT" --name throughput_cuda_h100 2>&1 | tee "$OUT/bench.log" | tail -140
+    --bf16 --repeat 2 --min-time 0.2 --out "$OUT" --name throughput_cuda_h100 2>&1 | tee "$OUT/bench.log" | tail -140
   ls -la "$OUT"
 }
 

@@ -1,12 +1,18 @@
 """The decoder interface every model implements."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from ..jpeg.coefficients import JpegCoefficients
 from ..ops import exact_cpu
 from ..pipeline import decode_exact, decode_exact_many
+
+
+#: what :meth:`Decoder.set_precision` accepts
+PRECISIONS = ("float32", "bfloat16")
 
 
 class Decoder(nn.Module):
@@ -17,6 +23,24 @@ class Decoder(nn.Module):
     """
 
     name = "decoder"
+    #: ``"float32"``, or ``"bfloat16"``: the learned layers run under bf16 autocast (tensor
+    #: cores on a GPU), while what carries the image itself (decoded planes, residual sums) or
+    #: exact intervals stays float32 (each model's code says where). Set with
+    #: :meth:`set_precision`; ``kdecode eval --precision`` measures what it costs in quality.
+    precision = "float32"
+
+    def set_precision(self, precision: str) -> "Decoder":
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        return self
+
+    def autocast(self, device_type: str):
+        """The context the learned layers run in: bf16 autocast for ``precision="bfloat16"``;
+        otherwise none of its own, so training's autocast (or a caller's) still applies."""
+        if self.precision == "bfloat16":
+            return torch.autocast(device_type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

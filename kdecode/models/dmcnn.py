@@ -166,7 +166,8 @@ class DMCNN(CoefficientRestorer):
     def forward(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
         """Integer blocks ``[N, bh, bw, 8, 8]`` + tables -> restored luma ``[N, 1, 8 bh, 8 bw]``
         (large inputs in tiles: :meth:`~CoefficientRestorer.tiled`)."""
-        return self.tiled(lambda b, q: self.net(b, q, intervals=self.interval_blocks(b, q))[0], blocks, qtable)
+        with self.autocast(blocks.device.type):
+            return self.tiled(lambda b, q: self.net(b, q, intervals=self.interval_blocks(b, q))[0], blocks, qtable)
 
     def training_loss(self, plane: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Eq. (7) for float decoded planes and originals ``[N, 1, H, W]`` (H, W multiples of 8:

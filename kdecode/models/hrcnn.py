@@ -202,6 +202,10 @@ class HRCNN(CoefficientRestorer):
         block grid, each with :data:`MARGIN_BLOCKS` of context on every side: every output
         sample still sees its whole receptive field, so the result is the untiled one."""
         kspace = self.kspace(blocks, qtable)
+        with self.autocast(kspace.device.type):
+            return self._run(kspace)
+
+    def _run(self, kspace: torch.Tensor) -> torch.Tensor:
         n, _, h, w = kspace.shape
         if torch.is_grad_enabled() or n * h * w <= MAX_CALL_SAMPLES:
             return self.net(kspace)

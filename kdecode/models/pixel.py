@@ -38,7 +38,8 @@ class PixelRestorer(Decoder):
         if ph or pw:
             x = nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
         # channels_last: about 1.5x faster convolutions on CPU (measured), no loss on GPU.
-        residual = self.net(x.contiguous(memory_format=torch.channels_last))[..., :h, :w]
+        with self.autocast(x.device.type):
+            residual = self.net(x.contiguous(memory_format=torch.channels_last))[..., :h, :w]
         return plane + residual.float()
 
     def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:

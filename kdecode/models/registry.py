@@ -37,15 +37,16 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def load_model(name: str, quality: int | None = None, device=None) -> Decoder:
+def load_model(name: str, quality: int | None = None, device=None, precision: str = "float32") -> Decoder:
     """Build model ``name`` with the weights trained nearest ``quality`` on ``device``.
 
     ``quality=None`` takes the weights trained at the lowest quality (the strongest
-    restoration)."""
+    restoration). ``precision``: see :attr:`Decoder.precision` (the exact decode and D3 are
+    float32/integer whatever it says)."""
     key = _ALIASES.get(name, name)
     if key not in _BUILDERS:
         raise KdecodeError("model", f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _BUILDERS[key](quality=quality, device=device)
+    return _BUILDERS[key](quality=quality, device=device).set_precision(precision)
 
 
 # ----------------------------------------------------------------------------- shipped weights

@@ -105,6 +105,7 @@ def _cmd_eval(args) -> int:
             decoder = load_weights(card_for_weights(args.weights), device)
         else:
             decoder = load_model(args.model, quality=q, device=device)
+        decoder.set_precision(args.precision)
         if args.intervals != "real":
             if not hasattr(decoder, "intervals"):
                 print(f"error: --intervals applies to models with box constraints (dmcnn, d3), not {args.model}",
@@ -114,6 +115,8 @@ def _cmd_eval(args) -> int:
         r = evaluate(decoder, data, q, device, progress=not args.quiet, tables=tables)
         if args.intervals != "real":  # its own entry: never mistaken for (or overwriting) the real-table figure
             r["dataset"] = f"{r['dataset']} (assumed IJG intervals)"
+        if args.precision != "float32":  # the same: the card's figures stay the float32 ones
+            r["dataset"] = f"{r['dataset']} ({args.precision})"
         results.append(r)
         card = getattr(decoder, "card", None)
         if args.update_card and card is not None:
@@ -203,6 +206,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--tables", choices=["ijg", "flat", "camera", "ijg_edit", "nonijg"], default="ijg",
                    help="encode with the IJG tables of each quality (the papers' protocol) or non-IJG tables "
                         "of that strength (nonijg: all three kinds)")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="run the learned layers in bf16 (what decode(precision='bfloat16') does)")
     p.add_argument("--update-card", action="store_true", help="write the results into the weights' card")
     p.add_argument("--json", help="write all results (per image too) to this file")
     p.add_argument("-q", "--quiet", action="store_true")
