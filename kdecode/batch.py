@@ -13,9 +13,9 @@ On a GPU the work runs in two stages that overlap:
   calling thread hands each group to the model on a CUDA stream of its own, its blocks copied
   from pinned memory without blocking, while the pool already reads the next group.
 
-Within a group, images are put into sub-groups of similar size (:func:`group_by_size`) so that a
-model that pads a sub-group to one batch tensor (``Decoder.decode_many``) wastes at most
-``max_padding`` of its work on padding.
+Within a group, the images of one geometry (size, sampling, block grids) go through the
+decoder as one batch (``Decoder.decode_many``): nothing is padded, so no work is spent on
+padding and every image comes out as ``decode`` gives it.
 """
 from __future__ import annotations
 
@@ -31,36 +31,6 @@ from .decode import _OUTPUTS, _convert, check_model, decode_with, decoder_for
 from .errors import KdecodeError
 from .jpeg.reader import Source, read_coefficients
 
-#: Default fraction of a padded batch's pixels that may be padding (see group_by_size).
-MAX_PADDING = 0.25
-
-
-def group_by_size(sizes: list[tuple[int, int]], max_padding: float = MAX_PADDING) -> list[list[int]]:
-    """Split images of ``sizes`` ((height, width) each) into groups whose padded batch (every
-    image padded to the group's largest height and width) is at most ``max_padding`` padding:
-    ``n * H_max * W_max <= (1 + max_padding) * sum(h * w)``, i.e. padding is at most
-    ``max_padding / (1 + max_padding)`` of the batch's pixels. Returns lists of indices into
-    ``sizes``; sizes that are equal always share a group.
-
-    Greedy over the images sorted by (height, width): a sorted order keeps similar shapes
-    adjacent, so few groups are needed for a typical folder (e.g. landscape and portrait)."""
-    order = sorted(range(len(sizes)), key=lambda i: (sizes[i][0], sizes[i][1]))
-    groups: list[list[int]] = []
-    current: list[int] = []
-    hmax = wmax = area = 0
-    for i in order:
-        h, w = sizes[i]
-        nh, nw, na = max(hmax, h), max(wmax, w), area + h * w
-        if current and (len(current) + 1) * nh * nw > (1 + max_padding) * na:
-            groups.append(current)
-            current, nh, nw, na = [], h, w, h * w
-        current.append(i)
-        hmax, wmax, area = nh, nw, na
-    if current:
-        groups.append(current)
-    return groups
-
-
 def _read(index: int, src: Source, read_options: dict):
     try:
         return read_coefficients(src, **read_options)
@@ -74,7 +44,7 @@ def _read(index: int, src: Source, read_options: dict):
 
 def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None, output: str = "pil",
                 batch_size: int = 16, workers: int | None = None, return_exceptions: bool = False,
-                max_padding: float = MAX_PADDING, precision: str = "float32", **read_options) -> Iterator:
+                precision: str = "float32", **read_options) -> Iterator:
     """Decode ``srcs`` (paths, bytes or binary file objects; any iterable, consumed lazily) and
     yield one result per source in input order: what ``decode(src, model, device, output)``
     returns, pixel for pixel.
@@ -112,7 +82,7 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
         while pending:
             upcoming = submit_reads()  # the pool reads the next group while this one decodes
             items = [f.result() for f in pending]
-            results = _decode_group(items, model, precision, device, output, max_padding, stream)
+            results = _decode_group(items, model, precision, device, output, stream)
             for result in results:
                 if isinstance(result, Exception) and not return_exceptions:
                     for f in upcoming:
@@ -124,17 +94,17 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
 
 def decode_batch(srcs: Iterable[Source], model: str | None = "auto", device=None, output: str = "pil",
                  batch_size: int = 16, workers: int | None = None, return_exceptions: bool = False,
-                 max_padding: float = MAX_PADDING, precision: str = "float32", **read_options) -> list:
+                 precision: str = "float32", **read_options) -> list:
     """:func:`decode_iter` collected into a list (same arguments, same order, same errors)."""
-    return list(decode_iter(srcs, model, device, output, batch_size, workers, return_exceptions,
-                            max_padding, precision, **read_options))
+    return list(decode_iter(srcs, model, device, output, batch_size, workers, return_exceptions, precision,
+                            **read_options))
 
 
-def _decode_group(items: list, model, precision: str, device, output: str, max_padding: float, stream) -> list:
+def _decode_group(items: list, model, precision: str, device, output: str, stream) -> list:
     """Results (images or exceptions) for one group of read results, in order (GPU)."""
     results: list = list(items)  # exceptions stay where they are
     ok = [i for i, c in enumerate(items) if not isinstance(c, Exception)]
-    # Sub-groups of one decoder and similar size go to the model together, on our stream.
+    # The images of one decoder go to it together, on our stream (it batches them by geometry).
     with torch.inference_mode(), torch.cuda.stream(stream):
         by_decoder: dict = {}
         for i in ok:
@@ -143,15 +113,12 @@ def _decode_group(items: list, model, precision: str, device, output: str, max_p
             except KdecodeError as exc:
                 results[i] = exc
         for decoder, indices in by_decoder.items():
-            sizes = [(items[i].height, items[i].width) for i in indices]
-            for sub in group_by_size(sizes, max_padding):
-                group = [indices[k] for k in sub]
-                try:
-                    images = decoder.decode_many([items[i] for i in group], device)
-                except KdecodeError as exc:
-                    images = [exc] * len(group)
-                for i, image in zip(group, images):
-                    results[i] = image
+            try:
+                images = decoder.decode_many([items[i] for i in indices], device)
+            except KdecodeError as exc:
+                images = [exc] * len(indices)
+            for i, image in zip(indices, images):
+                results[i] = image
     stream.synchronize()
     return [r if isinstance(r, Exception) else _convert(r, output, device) for r in results]
 
@@ -194,4 +161,4 @@ def _decode_one(coeffs, model, precision: str, device, output: str):
         return exc
 
 
-__all__ = ["decode_batch", "decode_iter", "group_by_size", "MAX_PADDING"]
+__all__ = ["decode_batch", "decode_iter"]

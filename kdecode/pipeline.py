@@ -92,8 +92,9 @@ def decode_exact_many(coeffs: list[JpegCoefficients], device=None) -> list[torch
 
 def decode_restoring_luma_many(coeffs: list[JpegCoefficients], restore_luma, device=None) -> list[torch.Tensor]:
     """:func:`decode_restoring_luma` of many images, batched like :func:`decode_exact_many`:
-    ``restore_luma`` gets the float luma planes of a batch, ``[N, comp_h, comp_w]`` (the
-    orthonormal float IDCT plus 128, unclamped), and returns their uint8 restored planes."""
+    ``restore_luma(blocks, qtables, size)`` gets the luma blocks of a batch of one geometry
+    (int16 ``[N, bh, bw, 8, 8]``), their tables (``[N, 8, 8]``) and the plane's real size
+    ``(comp_h, comp_w)``, and returns the uint8 restored planes ``[N, comp_h, comp_w]``."""
     return _decode_groups(coeffs, restore_luma, device)
 
 
@@ -127,8 +128,7 @@ def _decode_batch(group: list[JpegCoefficients], restore_luma, device) -> torch.
     sizes = [first.component_size(k) for k in range(len(blocks))]
     restore = restore_luma is not None and first.color_space in ("gray", "ycbcr")
     exact = blocks_to_planes(blocks[restore:], tables[:, restore:], exact=True) if len(blocks) > restore else []
-    planes = ([restore_luma(blocks_to_planes(blocks[0], tables[:, 0], exact=False)[..., :sizes[0][0], :sizes[0][1]])]
-              if restore else [])
+    planes = [restore_luma(blocks[0], tables[:, 0], sizes[0])] if restore else []
     planes += [p[..., :h, :w] for p, (h, w) in zip(exact, sizes[restore:])]
     return assemble(first, planes)
 

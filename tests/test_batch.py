@@ -11,7 +11,6 @@ from torch.utils.data import DataLoader
 
 import kdecode
 from conftest import encode, photo
-from kdecode.batch import group_by_size
 from kdecode.data import JpegFolder, collate_coefficients, decode_coefficient_batch
 
 
@@ -89,23 +88,6 @@ def test_bad_arguments():
     assert kdecode.decode_batch([], model=None) == []
 
 
-def test_group_by_size_bounds_padding():
-    rng = np.random.default_rng(0)
-    sizes = [tuple(int(x) for x in rng.integers(1, 600, 2)) for _ in range(300)]
-    sizes += [(321, 481)] * 20 + [(481, 321)] * 20
-    for max_padding in (0.0, 0.1, 0.25, 1.0):
-        groups = group_by_size(sizes, max_padding)
-        assert sorted(i for g in groups for i in g) == list(range(len(sizes)))
-        for g in groups:
-            hmax = max(sizes[i][0] for i in g)
-            wmax = max(sizes[i][1] for i in g)
-            real = sum(sizes[i][0] * sizes[i][1] for i in g)
-            assert len(g) * hmax * wmax <= (1 + max_padding) * real + 1e-9
-    groups = group_by_size(sizes, 0.0)
-    same = [g for g in groups if sizes[g[0]] == (321, 481)]
-    assert len(same) == 1 and len(same[0]) == 20  # equal sizes share one group
-
-
 def test_dataset_and_collate(tmp_path):
     files = [encode(photo(h, w, i), quality=50, subsampling="4:2:0") for i, (h, w) in
              enumerate([(16, 24), (40, 33), (17, 9), (40, 33), (64, 8)])]
@@ -174,12 +156,16 @@ def test_exact_decode_of_many_batches_by_geometry(monkeypatch):
         assert g.shape == e.shape and torch.equal(g, e), k
 
 
-def test_pixel_model_restores_a_batch_like_one_by_one():
-    # On a GPU, decode_batch hands a pixel model images of one geometry as one batch (one
-    # forward pass); each must come out as decode() gives it (float convolutions on a batch may
-    # round differently in the last bit: at most one grey level, rarely).
-    decoder = kdecode.models.load_model("fast_arcnn", quality=10)
-    files = [encode(photo(40, 56, s, gray=s == 3), quality=12, subsampling="4:2:0") for s in range(4)]
+@pytest.mark.parametrize("name", ["fast_arcnn", "hrcnn", "dmcnn", "d3"])
+def test_model_restores_a_batch_like_one_by_one(name):
+    # On a GPU, decode_batch hands a model the images of one geometry as one batch (one forward
+    # pass: pixel models the float planes, coefficient models the luma blocks, each image with
+    # its own table; nothing padded); each must come out as decode() gives it (float
+    # convolutions on a batch may round differently in the last bit: one grey level, rarely).
+    decoder = kdecode.models.load_model(name, quality=10)
+    sizes = [(40, 56), (40, 56), (33, 47), (40, 56)]
+    files = [encode(photo(h, w, s, gray=s == 3), quality=q, subsampling="4:2:0")
+             for s, ((h, w), q) in enumerate(zip(sizes, (12, 20, 12, 12)))]
     coeffs = [kdecode.read_coefficients(b) for b in files]
     with torch.inference_mode():
         got = decoder.decode_many(coeffs, device="cpu")

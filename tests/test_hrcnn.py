@@ -111,18 +111,35 @@ def test_tiled_inference_equals_the_whole_grid(monkeypatch):
     model.net.register_forward_hook(lambda *args: calls.append(1))
     with torch.no_grad():
         whole = model(blocks, qtable)
-        monkeypatch.setattr(hrcnn, "MAX_CALL_SAMPLES", (8 * 17) ** 2)  # 7-block tiles + 5-block margins
+        monkeypatch.setattr(model, "max_call_samples", (8 * 17) ** 2)  # 7-block tiles + 5-block margins
         tiled = model(blocks, qtable)
     assert len(calls) == 1 + 2 * 6
     assert torch.allclose(whole, tiled, atol=1e-5)
 
 
-def test_batch_equals_one_by_one_for_equal_grids_and_crops_the_others():
+def test_a_large_batch_runs_as_whole_images_not_tiles(monkeypatch):
+    """A batch over the call size is split by images (no margins computed twice), each call
+    as many whole images as fit, with each image's own table; the numbers are the one-call ones."""
+    blocks = torch.randint(-30, 30, (5, 6, 7, 8, 8), dtype=torch.int16)
+    qtables = torch.randint(2, 40, (5, 8, 8))
+    torch.manual_seed(0)
+    model = HRCNN(init="idct", quality=30, activation="relu")
+    inputs = []
+    model.net.register_forward_hook(lambda module, args, out: inputs.append(tuple(args[0].shape)))
+    with torch.no_grad():
+        whole = model(blocks, qtables)
+        monkeypatch.setattr(model, "max_call_samples", 2 * 48 * 56 + 100)  # two images a call
+        parts = model(blocks, qtables)
+    assert inputs == [(5, 1, 48, 56), (2, 1, 48, 56), (2, 1, 48, 56), (1, 1, 48, 56)]
+    assert torch.allclose(whole, parts, atol=1e-5)
+
+
+def test_batch_equals_one_by_one():
     files = [read_coefficients(jpeg(smooth_image(40, 48, seed=s), 20)) for s in range(2)]
-    small = read_coefficients(jpeg(smooth_image(17, 30, seed=3), 20))
+    files.append(read_coefficients(jpeg(smooth_image(17, 30, seed=3), 20)))
     model = _model()
     with torch.no_grad():
-        many = model.decode_many(files + [small])
+        many = model.decode_many(files)
         single = [model.decode(c) for c in files]
     assert all(torch.equal(a, b) for a, b in zip(many, single))
     assert many[2].shape == (1, 17, 30)

@@ -10,9 +10,10 @@
 #     tools/gpu_lease.sh pack ../shared/data
 #   call 1: command="bash tools/gpu_lease.sh call1", carry=[".gpu_lease"]          (~9.5 min)
 #           setup, the throughput figures on the quiet machine (LIVE1 and BSDS500 q50: the exact
-#           decode, Fast AR-CNN, HR-CNN), then the GPU tests and a profile of decode_batch while
+#           decode, Fast AR-CNN, HR-CNN, float32 and bf16), then a profile of decode_batch while
 #           the training pairs are made, then the training starts in the background (setsid: it
-#           outlives the call); progress until the call ends.
+#           outlives the call) while the GPU tests and bf16's quality cost run; progress until
+#           the call ends.
 #   call 2: command="bash tools/gpu_lease.sh watch 570"                             (~9.5 min)
 #           progress; $OUT/snapshot.tar.gz holds the latest weights of every run (insurance).
 #   call 3: command="bash tools/gpu_lease.sh finish"                                (rest)
@@ -67,7 +68,7 @@ setup() {  # device: data and libraries into $KD (kept while the machine is held
 }
 
 quick() {  # on the quiet machine: the throughput figures, then (while the training pairs are
-  # made) the GPU tests and a profile of decode_batch on CUDA
+  # made) a profile of decode_batch on CUDA; the training starts when this returns
   if [ "$DEVICE" = cuda ]; then
     # LIVE1 first, with the two models whose GPU figures the issues name (HR-CNN >= 1.0x Pillow at
     # batch 64, issue 7; the fastest model, issue 8), before anything else uses the GPU or the
@@ -83,8 +84,6 @@ quick() {  # on the quiet machine: the throughput figures, then (while the train
       2>&1 | tail -16
   fi
   touch "$KD/benched"  # trainall makes the training pairs from here on
-  [ -n "${SKIP_TESTS:-}" ] || timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_batch.py tests/test_hrcnn.py \
-    tests/test_dmcnn.py tests/test_d3.py tests/test_exact_decode.py tests/test_ops.py 2>&1 | tail -15 | tee "$OUT/tests.log"
   [ "$DEVICE" = cuda ] || return 0
   KDECODE_DATA=$KD/data timeout 90 python3 - <<'EOF' 2>&1 | tee "$OUT/profile.txt" | head -40
 import sys, torch, kdecode
@@ -103,10 +102,17 @@ for name, files in (("live1-q10", (sets["live1-q10"] * 3)[:64]), ("bsds500-q50",
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=10))
 EOF
-  # What precision="bfloat16" costs in quality, on the GPU's own bf16 arithmetic (LIVE1_gray,
-  # the shipped weights; the float32 figures are in their cards).
+}
+
+checks() {  # beside the training (nothing here is a timing): the GPU tests, and what
+  # precision="bfloat16" costs in quality on the GPU's own bf16 arithmetic (LIVE1_gray, the
+  # shipped weights; the float32 figures are in their cards)
+  [ -n "${SKIP_TESTS:-}" ] || timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_batch.py \
+    tests/test_hrcnn.py tests/test_dmcnn.py tests/test_d3.py tests/test_exact_decode.py tests/test_ops.py \
+    tests/test_precision.py 2>&1 | tail -15 | tee "$OUT/tests.log"
+  [ "$DEVICE" = cuda ] || return 0
   for mq in fast_arcnn:10 hrcnn:10 hrcnn:30 hrcnn:50 dmcnn:10; do
-    timeout 60 $K eval --model ${mq%:*} --quality ${mq#*:} --data "$KD/data/LIVE1_gray" --device cuda --precision bfloat16 -q \
+    timeout 90 $K eval --model ${mq%:*} --quality ${mq#*:} --data "$KD/data/LIVE1_gray" --device cuda --precision bfloat16 -q \
       2>&1 | tail -1
   done | tee "$OUT/precision_bf16.md"
 }
@@ -289,7 +295,8 @@ call1() {
   setsid nohup bash "$0" trainall >"$KD/trainall.log" 2>&1 </dev/null &
   quick
   touch "$KD/go"
-  sleep 5; cat "$KD/trainall.log"
+  checks
+  cat "$KD/trainall.log"
   watch $(( ${CALL1_SECONDS:-560} - SECONDS ))
 }
 

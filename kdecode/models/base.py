@@ -46,10 +46,10 @@ class Decoder(nn.Module):
         raise NotImplementedError
 
     def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
-        """Decode a group of images of similar size (``decode_batch`` forms the groups; see
-        :func:`kdecode.batch.group_by_size`): one uint8 ``[C, H, W]`` per image, in order.
-        This default decodes them one by one; a model that runs faster on a padded batch
-        overrides it."""
+        """Decode a group of images (``decode_batch`` on a GPU hands over its groups): one uint8
+        ``[C, H, W]`` per image, in order, each what :meth:`decode` gives it. This default
+        decodes them one by one; the decoders override it to run the images of one geometry
+        as one batch (:func:`kdecode.pipeline.decode_restoring_luma_many`)."""
         return [self.decode(c, device) for c in coeffs]
 
 

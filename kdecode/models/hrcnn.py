@@ -32,10 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..jpeg.coefficients import JpegCoefficients
 from ..jpeg.quality import ijg_table
 from ..ops import blocks_to_plane, dct_matrix
-from ..pipeline import component_blocks, decode_restoring_luma, to_samples
 from .coefficient import CoefficientRestorer
 from .pixel import _init_last_small
 
@@ -47,12 +45,6 @@ INITS = ("random", "idct")
 #: clamp at 0; trained, it stops gaining within a few hundred steps (model card). "relu" is the
 #: usual residual block and the only change.
 ACTIVATIONS = ("none", "relu")
-#: samples (batch x height x width) of one inference call of the network: each of its
-#: 64-channel float32 maps takes 256 bytes a sample, 1 GiB at this size.
-MAX_CALL_SAMPLES = 1 << 22
-#: the receptive field's reach: 2 + 1 (decoding) + 4 x (5 + 3) (residual blocks) = 35 samples,
-#: within 5 blocks (the spectral layer works inside each block).
-MARGIN_BLOCKS = 5
 
 
 def coded_masks() -> torch.Tensor:
@@ -123,6 +115,11 @@ class HRCNN(CoefficientRestorer):
     below) or ``"idct"`` (start at the float JPEG decode; see :meth:`_init_idct`)."""
 
     name = "hrcnn"
+    # One inference call holds at most max_call_samples (batch x height x width; each of the
+    # network's 64-channel float32 maps takes 256 bytes a sample, 1 GiB at the default) and tiles
+    # carry the receptive field's reach: 2 + 1 (decoding) + 4 x (5 + 3) (residual blocks) = 35
+    # samples, within 5 blocks (the spectral layer works inside each block).
+    margin_blocks = 5
 
     def __init__(self, input: str = "quantized", quality: int | None = None, init: str = "random",
                  activation: str = "none"):
@@ -196,58 +193,7 @@ class HRCNN(CoefficientRestorer):
         return blocks_to_plane(x).unsqueeze(1)
 
     def forward(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
-        """Integer blocks ``[N, bh, bw, 8, 8]`` + tables -> luma ``[N, 1, 8 bh, 8 bw]`` (0..1).
-
-        Without gradients, a batch larger than :data:`MAX_CALL_SAMPLES` runs in tiles of the
-        block grid, each with :data:`MARGIN_BLOCKS` of context on every side: every output
-        sample still sees its whole receptive field, so the result is the untiled one."""
-        kspace = self.kspace(blocks, qtable)
-        with self.autocast(kspace.device.type):
-            return self._run(kspace)
-
-    def _run(self, kspace: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = kspace.shape
-        if torch.is_grad_enabled() or n * h * w <= MAX_CALL_SAMPLES:
-            return self.net(kspace)
-        side = int((MAX_CALL_SAMPLES / n) ** 0.5) // 8 * 8  # samples, tile + margins
-        core = max(8, side - 16 * MARGIN_BLOCKS)
-        m = 8 * MARGIN_BLOCKS
-        out = torch.empty_like(kspace)
-        for r in range(0, h, core):
-            for c in range(0, w, core):
-                r0, c0 = max(0, r - m), max(0, c - m)
-                tile = self.net(kspace[..., r0:min(h, r + core + m), c0:min(w, c + core + m)])
-                out[..., r:r + core, c:c + core] = tile[..., r - r0:r - r0 + core, c - c0:c - c0 + core]
-        return out
-
-    def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
-        """One network call for the luma of the whole group: each grid is padded to the
-        group's largest by repeating its last block row and column (a continuation of the
-        image, where zero blocks would be a flat grey edge). Images of the group's largest
-        grid get exactly what :meth:`decode` gives; a padded one can differ near its bottom
-        and right edges (within the receptive field, about 40 samples)."""
-        device = self._device(device)
-        lumas = [i for i, c in enumerate(coeffs) if c.color_space in ("gray", "ycbcr")]
-        if len(lumas) < 2:
-            return super().decode_many(coeffs, device)
-        grids = [component_blocks(coeffs[i], 0, device) for i in lumas]
-        bh = max(b.shape[0] for b, _ in grids)
-        bw = max(b.shape[1] for b, _ in grids)
-        batch = torch.stack([_pad_grid(b.float(), bh, bw) for b, _ in grids])
-        pixels = self(batch, torch.stack([q for _, q in grids]))
-        restored = {}
-        for k, i in enumerate(lumas):
-            h, w = coeffs[i].component_size(0)
-            restored[i] = to_samples(pixels[k, 0, :h, :w])
-        return [decode_restoring_luma(c, lambda c_, d_, i=i: restored[i], device) if i in restored
-                else self.decode(c, device) for i, c in enumerate(coeffs)]
-
-
-def _pad_grid(blocks: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
-    """Float blocks ``[h, w, 8, 8]`` -> ``[bh, bw, 8, 8]``, the last block row/column repeated."""
-    h, w = blocks.shape[:2]
-    if (h, w) == (bh, bw):
-        return blocks
-    channels = blocks.reshape(h, w, 64).permute(2, 0, 1)[None]
-    channels = F.pad(channels, (0, bw - w, 0, bh - h), mode="replicate")
-    return channels[0].permute(1, 2, 0).reshape(bh, bw, 8, 8)
+        """Integer blocks ``[N, bh, bw, 8, 8]`` + tables -> luma ``[N, 1, 8 bh, 8 bw]`` (0..1)
+        (large inputs in parts: :meth:`~CoefficientRestorer.tiled`)."""
+        with self.autocast(blocks.device.type):
+            return self.tiled(lambda b, q: self.net(self.kspace(b, q)), blocks, qtable)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..jpeg.coefficients import JpegCoefficients
+from ..ops import blocks_to_planes
 from ..pipeline import component_plane, decode_restoring_luma, decode_restoring_luma_many, to_samples
 from .base import Decoder
 
@@ -51,8 +52,11 @@ class PixelRestorer(Decoder):
         """Images of one geometry restored as one batch (one forward pass of the net)."""
         device = torch.device(device) if device is not None else next(self.parameters()).device
         self.to(device)
-        return decode_restoring_luma_many(
-            coeffs, lambda luma: to_samples(self.restore(luma[:, None].float() / 255.0)[:, 0]), device)
+        def restore_luma(blocks, qtables, size):
+            luma = blocks_to_planes(blocks, qtables, exact=False)[..., :size[0], :size[1]]
+            return to_samples(self.restore(luma[:, None] / 255.0)[:, 0])
+
+        return decode_restoring_luma_many(coeffs, restore_luma, device)
 
     def _restore_luma(self, coeffs: JpegCoefficients, device) -> torch.Tensor:
         luma = component_plane(coeffs, 0, device, exact=False) / 255.0
