@@ -75,6 +75,10 @@ def test_train_resume_and_card(tmp_path):
     assert ckpt["step"] == 1
     card = train(cfg)  # resumes at step 1
     assert card["training"]["steps"] == 3
+    # The folder's checkpoint is this run's: another configuration refuses to resume it.
+    for other in ({"qualities": [30]}, {"model": "arcnn"}):
+        with pytest.raises(ValueError, match="another run"):
+            train(TrainConfig(**{**cfg.__dict__, **other, "steps": 4}))
     saved = json.loads((tmp_path / "run" / "fast_arcnn_q20.json").read_text())
     assert saved["qualities"] == [20] and saved["model"] == "fast_arcnn"
     model = registry.load_weights(registry.card_for_weights(tmp_path / "run" / "fast_arcnn_q20.safetensors"))

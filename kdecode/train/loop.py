@@ -193,6 +193,11 @@ def train(cfg: TrainConfig) -> dict:
     step, elapsed, init_used = 0, 0.0, None
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        saved = {k: ckpt.get("config", {}).get(k) for k in ("model", "arch_kwargs", "qualities")}
+        wanted = {k: getattr(cfg, k) for k in saved}
+        if saved != wanted:  # resuming would fail on the weights' shapes, or silently mix two runs
+            raise ValueError(f"{ckpt_path}: this run folder holds a checkpoint of another run ({saved}), not "
+                             f"{wanted}: give another --out, or delete the folder to start again")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sampler.load_state_dict({k: v.cpu() for k, v in ckpt["sampler"].items()})
