@@ -8,7 +8,8 @@ from torch import nn
 
 from ..jpeg.coefficients import JpegCoefficients
 from ..ops import exact_cpu
-from ..pipeline import decode_exact, decode_exact_many
+from ..pipeline import (component_blocks, decode_exact, decode_exact_many, decode_restoring_luma,
+                        decode_restoring_luma_many)
 
 
 #: what :meth:`Decoder.set_precision` accepts
@@ -65,3 +66,31 @@ class ExactDecoder(Decoder):
         if exact_cpu.usable(device):  # the C path: image by image, already at full speed
             return [decode_exact(c, device) for c in coeffs]
         return decode_exact_many(coeffs, device)
+
+
+class LumaRestorer(Decoder):
+    """A decoder that restores the luma plane (component 0 of gray and YCbCr files) and keeps
+    the exact decode of chroma (and of files without luma). A model implements
+    :meth:`restore_blocks`; one image and a batch of one geometry go through it alike, so
+    ``decode_many`` gives what ``decode`` gives (up to the last bit of a batched convolution)."""
+
+    def restore_blocks(self, blocks: torch.Tensor, qtables: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Luma blocks int16 ``[N, bh, bw, 8, 8]`` of images of one geometry, their tables
+        ``[N, 8, 8]`` and the plane's real size ``(h, w)`` -> restored uint8 ``[N, h, w]``."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _device(self, device) -> torch.device:
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        self.to(device)
+        return device
+
+    def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:
+        return decode_restoring_luma(coeffs, self._restore_luma, self._device(device))
+
+    def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
+        """Images of one geometry restored as one batch (:meth:`restore_blocks` once)."""
+        return decode_restoring_luma_many(coeffs, self.restore_blocks, self._device(device))
+
+    def _restore_luma(self, coeffs: JpegCoefficients, device) -> torch.Tensor:
+        blocks, qtable = component_blocks(coeffs, 0, device)
+        return self.restore_blocks(blocks[None], qtable[None], coeffs.component_size(0))[0]

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import torch
 
-from ..jpeg.coefficients import JpegCoefficients
 from ..jpeg.quality import estimate_quality, ijg_table
 from ..ops import pad_to_blocks, planes_to_blocks, quantize
-from ..pipeline import component_blocks, decode_restoring_luma, decode_restoring_luma_many, to_samples
-from .base import Decoder
+from ..pipeline import to_samples
+from .base import LumaRestorer
 
 
-class CoefficientRestorer(Decoder):
+class CoefficientRestorer(LumaRestorer):
     """Restores luma from coefficient blocks + real table (see the module docstring).
 
     ``quality``: the quality the weights were trained for; only :meth:`restore` (training and
@@ -96,23 +95,7 @@ class CoefficientRestorer(Decoder):
         h, w = plane.shape[-2:]
         return self(*self.plane_blocks(plane))[..., :h, :w]
 
-    def _device(self, device) -> torch.device:
-        device = torch.device(device) if device is not None else next(self.parameters()).device
-        self.to(device)
-        return device
-
-    def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:
-        return decode_restoring_luma(coeffs, self._restore_luma, self._device(device))
-
-    def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
-        """Images of one geometry restored as one batch (their luma blocks stacked, the file's
-        own table for each; calls split by whole images, :meth:`tiled`): the same numbers as
-        :meth:`decode` image by image, up to the last bit of a batched convolution."""
-        return decode_restoring_luma_many(
-            coeffs, lambda blocks, qtables, size: to_samples(self(blocks, qtables)[:, 0, :size[0], :size[1]]),
-            self._device(device))
-
-    def _restore_luma(self, coeffs: JpegCoefficients, device) -> torch.Tensor:
-        blocks, qtable = component_blocks(coeffs, 0, device)
-        h, w = coeffs.component_size(0)
-        return to_samples(self(blocks[None], qtable)[0, 0, :h, :w])
+    def restore_blocks(self, blocks: torch.Tensor, qtables: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The forward pass on the luma blocks with each file's own table (calls split by
+        whole images, :meth:`tiled`), cropped to the plane's size (:class:`LumaRestorer`)."""
+        return to_samples(self(blocks, qtables)[:, 0, :size[0], :size[1]])

@@ -12,13 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..jpeg.coefficients import JpegCoefficients
 from ..ops import blocks_to_planes
-from ..pipeline import component_plane, decode_restoring_luma, decode_restoring_luma_many, to_samples
-from .base import Decoder
+from ..pipeline import to_samples
+from .base import LumaRestorer
 
 
-class PixelRestorer(Decoder):
+class PixelRestorer(LumaRestorer):
     """Residual restoration of the luma plane by ``net`` (see the module docstring)."""
 
     #: the side lengths the net needs (padding by edge replication is done in :meth:`restore`)
@@ -43,24 +42,11 @@ class PixelRestorer(Decoder):
             residual = self.net(x.contiguous(memory_format=torch.channels_last))[..., :h, :w]
         return plane + residual.float()
 
-    def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:
-        device = torch.device(device) if device is not None else next(self.parameters()).device
-        self.to(device)
-        return decode_restoring_luma(coeffs, self._restore_luma, device)
-
-    def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
-        """Images of one geometry restored as one batch (one forward pass of the net)."""
-        device = torch.device(device) if device is not None else next(self.parameters()).device
-        self.to(device)
-        def restore_luma(blocks, qtables, size):
-            luma = blocks_to_planes(blocks, qtables, exact=False)[..., :size[0], :size[1]]
-            return to_samples(self.restore(luma[:, None] / 255.0)[:, 0])
-
-        return decode_restoring_luma_many(coeffs, restore_luma, device)
-
-    def _restore_luma(self, coeffs: JpegCoefficients, device) -> torch.Tensor:
-        luma = component_plane(coeffs, 0, device, exact=False) / 255.0
-        return to_samples(self.restore(luma[None, None].float())[0, 0])
+    def restore_blocks(self, blocks: torch.Tensor, qtables: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The float IDCT of the luma blocks with their tables, cropped to the plane's size,
+        restored (:class:`LumaRestorer`)."""
+        luma = blocks_to_planes(blocks, qtables, exact=False)[..., :size[0], :size[1]]
+        return to_samples(self.restore(luma[:, None] / 255.0)[:, 0])
 
 
 class ARCNN(nn.Module):
