@@ -541,8 +541,8 @@ __attribute__((target("avx2"))) static void ycc_to_rgb_row_avx2(const uint8_t *y
 }
 #endif
 
-/* The output image: `pb` bytes per pixel, n (the components) or 4 (3 components written as
- * Pillow stores RGB: R, G, B, 255). */
+/* The output image: `pb` bytes per pixel, n (the components: 1, 3 or 4) or 4 (3 components
+ * written as Pillow stores RGB: R, G, B, 255). */
 static void upsample_color_image(Comp *comps, int n, uint8_t *out, Py_ssize_t height, Py_ssize_t width,
                                  int convert, int pb) {
 #ifdef HAVE_AVX2
@@ -568,7 +568,7 @@ static void upsample_color_image(Comp *comps, int n, uint8_t *out, Py_ssize_t he
         } else {
             for (Py_ssize_t j = 0; j < width; j++) {
                 for (int k = 0; k < n; k++) dst[j * pb + k] = rows[k][j];
-                if (pb == 4) dst[j * pb + 3] = 255;
+                if (n == 3 && pb == 4) dst[j * pb + 3] = 255;
             }
         }
     }
@@ -621,13 +621,13 @@ static PyObject *pixel_stage(PyObject *args, int from_blocks) {
     if (!fast) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     if (pb == 0) pb = (int)n;
-    if ((n != 1 && n != 3) || (pb != n && !(n == 3 && pb == 4))) {
+    if ((n != 1 && n != 3 && n != 4) || (pb != n && !(n == 3 && pb == 4)) || (convert && n != 3)) {
         Py_DECREF(fast);
-        return PyErr_Format(PyExc_ValueError, "expected 1 or 3 components and as many (or 4) bytes a pixel, got %zd, %d",
-                            n, pb);
+        return PyErr_Format(PyExc_ValueError, "expected 1, 3 or 4 components, as many (or 4) bytes a pixel and YCbCr "
+                            "conversion only for 3, got %zd, %d, %d", n, pb, convert);
     }
-    Comp comps[3];
-    Py_buffer views[3][2], o;
+    Comp comps[4];
+    Py_buffer views[4][2], o;
     int got = 0, ok = 1;
     memset(comps, 0, sizeof comps);
     for (Py_ssize_t k = 0; k < n && ok; k++) {
@@ -668,7 +668,7 @@ static PyObject *pixel_stage(PyObject *args, int from_blocks) {
         Py_END_ALLOW_THREADS
         PyBuffer_Release(&o);
     }
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         free(comps[k].row);
         free(comps[k].sums);
         if (from_blocks) free((void *)comps[k].plane); /* NULL where never allocated */

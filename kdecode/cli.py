@@ -83,7 +83,8 @@ def _cmd_restore(args) -> int:
     for f in tqdm(files, desc="restore", unit="img", disable=args.quiet):
         try:
             image = decode(f, model=args.model, device=args.device, precision=args.precision)
-            image.save(out / (f.stem + ".png"))
+            # PNG has no CMYK: those (exact) images go to TIFF, which keeps them as they are.
+            image.save(out / (f.stem + (".tiff" if image.mode == "CMYK" else ".png")))
         except (KdecodeError, OSError) as e:
             failed += 1
             tqdm.write(f"skipped {e}", file=sys.stderr)
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="say which coefficient reader is active (native or jpeglib) and why")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("restore", help="decode (and restore) JPEG files or folders to PNG")
+    p = sub.add_parser("restore", help="decode (and restore) JPEG files or folders to PNG (CMYK to TIFF)")
     p.add_argument("inputs", nargs="+", help="JPEG files or folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="output folder for the PNG files")
     p.add_argument("--model", default="auto", help="model name, 'exact' for a plain decode, 'auto' (default)")

@@ -53,12 +53,13 @@ def decode(src: Source, model: str | None = "auto", device=None, output: str = "
            **read_options):
     """Decode a JPEG (path, bytes or binary file object).
 
-    ``model=None`` or ``"exact"``: exactly what Pillow returns after ``load()`` (mode L or RGB,
-    same size, identical pixels). A model name restores the image with that model;
+    ``model=None`` or ``"exact"``: exactly what Pillow returns after ``load()`` (mode L, RGB or
+    CMYK, same size, identical pixels). A model name restores the image with that model (the
+    luma of gray and YCbCr files; RGB and CMYK/YCCK files have none and are decoded exactly);
     ``"auto"`` picks the best shipped model for the file's quality and the device (the exact
     decode for files above quality 50). Learned models use the weights trained nearest the
     file's quality, estimated from its luma quantization table.
-    ``output``: ``"pil"`` (PIL.Image), ``"numpy"`` (uint8 HxW or HxWx3) or ``"torch"`` (uint8
+    ``output``: ``"pil"`` (PIL.Image), ``"numpy"`` (uint8 HxW, HxWx3 or HxWx4) or ``"torch"`` (uint8
     CHW tensor on ``device``). ``read_options`` go to :func:`read_coefficients`
     (``max_pixels``, ``allow_truncated``).
     ``precision="bfloat16"`` runs a model's learned layers in bf16 (faster on a GPU's tensor
@@ -95,14 +96,15 @@ def _convert(image: torch.Tensor, output: str, device):
 
 
 def _from_array(array: np.ndarray, output: str):
-    """uint8 ``[H, W]`` or ``[H, W, 3]`` as a numpy array or a PIL image (mode L or RGB)."""
+    """uint8 ``[H, W]``, ``[H, W, 3]`` or ``[H, W, 4]`` as a numpy array or a PIL image (mode L,
+    RGB or CMYK)."""
     if output == "numpy":
         return array
     from PIL import Image
 
     if array.ndim == 2:  # Pillow stores L as the array does: no copy
         return Image.frombuffer("L", (array.shape[1], array.shape[0]), array, "raw", "L", 0, 1)
-    return Image.fromarray(array, "RGB")
+    return Image.fromarray(array, "RGB" if array.shape[2] == 3 else "CMYK")
 
 
 def _map_rgbx(array: np.ndarray):

@@ -17,7 +17,7 @@ class KdecodeError(ValueError):
 
 
 class UnsupportedJpegError(KdecodeError):
-    """Input kdecode cannot decode: 12-bit, CMYK/YCCK, lossless or hierarchical JPEG, or not
+    """Input kdecode cannot decode: 12-bit, lossless or hierarchical JPEG, or not
     a JPEG at all (:class:`NotAJpegError`)."""
 
 

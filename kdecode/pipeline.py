@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .jpeg.coefficients import JpegCoefficients
-from .ops import blocks_to_planes, exact_cpu, upsample_to_rgb
+from .ops import adobe_cmyk, blocks_to_planes, exact_cpu, upsample_to_rgb
 
 
 def component_blocks(coeffs: JpegCoefficients, index: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,11 +36,14 @@ def component_plane(coeffs: JpegCoefficients, index: int, device=None, exact: bo
 
 
 def assemble(coeffs: JpegCoefficients, planes: list[torch.Tensor]) -> torch.Tensor:
-    """Upsample chroma to full size and convert to RGB (or keep gray): uint8 ``[C, H, W]``.
+    """Upsample chroma to full size and convert to RGB (or keep gray; 4-component files to
+    Pillow's CMYK): uint8 ``[C, H, W]``.
 
     ``planes`` are uint8 component planes at their real sizes (see ``component_plane``)."""
     factors = [(coeffs.max_h_samp // c.h_samp, coeffs.max_v_samp // c.v_samp) for c in coeffs.components]
-    return upsample_to_rgb(planes, factors, (coeffs.height, coeffs.width), convert=coeffs.color_space == "ycbcr")
+    space = coeffs.color_space
+    image = upsample_to_rgb(planes, factors, (coeffs.height, coeffs.width), convert=space == "ycbcr")
+    return adobe_cmyk(image, space) if space in ("cmyk", "ycck") else image
 
 
 def to_samples(plane: torch.Tensor) -> torch.Tensor:
@@ -61,7 +64,8 @@ def decode_restoring_luma(coeffs: JpegCoefficients, restore_luma, device=None) -
 
 
 def decode_exact(coeffs: JpegCoefficients, device=None) -> torch.Tensor:
-    """Bit-exact libjpeg-turbo decode (what Pillow returns): uint8 ``[C, H, W]``, C = 1 or 3.
+    """Bit-exact libjpeg-turbo decode (what Pillow returns): uint8 ``[C, H, W]``, C = 1, 3 or 4
+    (gray, RGB, CMYK).
 
     On CPU the C fast path (:mod:`kdecode.ops.exact_cpu`) runs when it is built; on a GPU the
     CUDA kernels; both compute exactly what the torch reference ops compute."""

@@ -117,13 +117,6 @@ def test_size_limit_is_configurable():
         kdecode.settings.max_image_pixels = old
 
 
-def test_cmyk_unsupported():
-    buf = io.BytesIO()
-    Image.fromarray(photo(16, 16)).convert("CMYK").save(buf, "JPEG")
-    with pytest.raises(UnsupportedJpegError, match="CMYK"):
-        kdecode.decode(buf.getvalue(), model=None)
-
-
 def test_12_bit_unsupported():
     b = bytearray(GOOD)
     b[_sof_offset(GOOD) + 4] = 12  # sample precision

@@ -142,3 +142,59 @@ def test_arithmetic_coded_bit_exact(tmp_path):
     data = path.read_bytes()
     assert kdecode.read_coefficients(data).arithmetic
     assert_same_as_pillow(data, "arithmetic")
+
+
+def cmyk_jpeg(height: int, width: int, seed: int, adobe_transform: int | None, subsampling: int = 0,
+              progressive: bool = False) -> bytes:
+    """A 4-component JPEG as Pillow writes CMYK (Adobe marker, transform 0), with the marker's
+    transform byte set to ``adobe_transform`` (2: YCCK; 1: not valid for 4 components, libjpeg
+    takes it as YCCK) or the marker removed (None: libjpeg takes the file as CMYK)."""
+    rgb = photo(height, width, seed)
+    cmyk = np.concatenate([rgb, rgb[..., :1] // 2 + 64], axis=2)
+    buf = io.BytesIO()
+    Image.fromarray(cmyk, "CMYK").save(buf, "JPEG", quality=70, subsampling=subsampling, progressive=progressive)
+    data = bytearray(buf.getvalue())
+    app14 = data.index(b"\xff\xee")
+    assert data[app14 + 4:app14 + 9] == b"Adobe" and data[app14 + 15] == 0
+    if adobe_transform is None:
+        return bytes(data[:app14] + data[app14 + 2 + int.from_bytes(data[app14 + 2:app14 + 4], "big"):])
+    data[app14 + 15] = adobe_transform
+    return bytes(data)
+
+
+@pytest.mark.parametrize("reader", ["native", "jpeglib"])
+@pytest.mark.parametrize("transform,space", [(0, "cmyk"), (None, "cmyk"), (2, "ycck"), (1, "ycck")])
+def test_cmyk_and_ycck_bit_exact(transform, space, reader, monkeypatch):
+    """Pillow decodes 4-component JPEGs as Adobe's inverted CMYK; kdecode must give the same
+    image on the C path and the torch path, for every sampling Pillow writes, progressive too."""
+    from kdecode.jpeg import reader as reader_module
+
+    if reader == "jpeglib":
+        pytest.importorskip("jpeglib")
+    try:
+        reader_module.set_backend(reader)
+        for i, (size, subsampling, progressive) in enumerate([((37, 53), 0, False), ((64, 48), 2, False),
+                                                               ((17, 99), 1, True)]):
+            data = cmyk_jpeg(*size, i, transform, subsampling, progressive)
+            assert kdecode.read_coefficients(data).color_space == space
+            assert_same_as_pillow(data, f"{space} {size} subsampling {subsampling}")
+            monkeypatch.setenv("KDECODE_FORCE_TORCH", "1")
+            assert_same_as_pillow(data, f"{space} {size} subsampling {subsampling}, torch path")
+            monkeypatch.delenv("KDECODE_FORCE_TORCH")
+    finally:
+        reader_module.set_backend(None)
+
+
+def test_cmyk_outputs_batches_and_models():
+    """CMYK comes out as mode CMYK, HxWx4 and 4xHxW; batches decode it like one by one, and a
+    restoring model leaves it exact (it has no luma to restore)."""
+    data = [cmyk_jpeg(21, 30, 7, 2, subsampling=2), cmyk_jpeg(21, 30, 8, 0), encode(photo(21, 30, 9), quality=20)]
+    assert kdecode.read_coefficients(data[0]).sampling == "2x2,1x1,1x1,1x1"
+    ref = np.asarray(pillow_decode(data[0]))
+    assert np.array_equal(kdecode.decode(data[0], model=None, output="numpy"), ref)
+    assert np.array_equal(kdecode.decode(data[0], model=None, output="torch").permute(1, 2, 0).numpy(), ref)
+    assert np.array_equal(np.asarray(kdecode.decode(data[0], model="fast_arcnn")), ref)
+    batch = kdecode.decode_batch(data, model=None, output="numpy")
+    assert [b.shape for b in batch] == [(21, 30, 4), (21, 30, 4), (21, 30, 3)]
+    for b, d in zip(batch, data):
+        assert np.array_equal(b, np.asarray(pillow_decode(d)))

@@ -49,13 +49,15 @@ def test_restore_skips_bad_files_and_fails(tmp_path):
     (src / "a.jpg").write_bytes(encode(photo(20, 30, 3), quality=30))
     (src / "sub" / "b.jpeg").write_bytes(encode(photo(10, 10, 4, gray=True), quality=30))
     (src / "broken.jpg").write_bytes(b"not a jpeg")
-    out = tmp_path / "out"
-    assert main(["restore", str(src), "-o", str(out), "--model", "exact", "-q"]) == 1
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
     from PIL import Image
 
-    assert np.array_equal(np.asarray(Image.open(out / "a.png")),
-                          kdecode.decode(src / "a.jpg", model=None, output="numpy"))
+    Image.fromarray(photo(12, 14, 5)).convert("CMYK").save(src / "c.jpg", quality=80)
+    out = tmp_path / "out"
+    assert main(["restore", str(src), "-o", str(out), "--model", "exact", "-q"]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.tiff"]  # PNG has no CMYK
+    for name, written in (("a.jpg", "a.png"), ("c.jpg", "c.tiff")):
+        assert np.array_equal(np.asarray(Image.open(out / written)),
+                              kdecode.decode(src / name, model=None, output="numpy"))
     (src / "broken.jpg").unlink()
     assert main(["restore", str(src), "-o", str(out), "-q"]) == 0
 

@@ -80,7 +80,7 @@ class JpegCoefficients:
             ((1, 2), (1, 1), (1, 1)): "4:4:0",
             ((4, 1), (1, 1), (1, 1)): "4:1:1",
         }
-        return names.get(factors, "x".join(f"{h}x{v}" for h, v in factors))
+        return names.get(factors, ",".join(f"{h}x{v}" for h, v in factors))  # e.g. "2x2,1x1,1x1,1x1"
 
     @property
     def qtables(self) -> np.ndarray:

@@ -102,8 +102,8 @@ class JpegHeader:
                 return "rgb" if self.adobe_transform == 0 else "ycbcr"
             ids = tuple(c.id for c in self.components)
             return "rgb" if ids == (82, 71, 66) else "ycbcr"
-        if n == 4:
-            return "ycck" if self.adobe_transform == 2 else "cmyk"
+        if n == 4:  # an Adobe transform other than 0 is taken as YCCK, as libjpeg does
+            return "cmyk" if self.adobe_transform in (None, 0) else "ycck"
         return f"{n} components"
 
 
@@ -216,8 +216,6 @@ def _parse_sof(h: JpegHeader, marker: int, p: bytes, source: str, max_pixels: in
         if not (1 <= hs <= 4 and 1 <= vs <= 4) or tq > 3:
             raise CorruptJpegError(source, f"component {cid} has invalid sampling {hs}x{vs} or table {tq}")
         h.components.append(FrameComponent(cid, hs, vs, tq))
-    if ncomp == 4:
-        raise UnsupportedJpegError(source, f"{h.color_space.upper()} JPEG is not supported")
     hmax = max([c.h_samp for c in h.components])
     vmax = max([c.v_samp for c in h.components])
     for c in h.components:

@@ -119,11 +119,17 @@ class JpeglibBackend:
             finally:
                 if tmp:
                     os.unlink(tmp)
-        messages = err.text()
-        # Each decode pass prints the warning; count distinct lines.
-        warnings = len({ln for ln in messages.splitlines() if ln.strip()})
+        # Each decode pass prints the warning; count distinct lines. The two warnings libjpeg
+        # gives about markers, not data, are harmless (as in the native reader) and dropped.
+        lines = dict.fromkeys(ln for ln in err.text().splitlines()
+                              if ln.strip() and not ln.startswith(_HARMLESS_WARNINGS))
+        messages, warnings = "\n".join(lines), len(lines)
         qtables = qt[table_of[: len(planes)].astype(np.intp)].reshape(-1, 8, 8)
         return planes, qtables, warnings, messages
+
+
+#: libjpeg's texts of JWRN_JFIF_MAJOR and JWRN_ADOBE_XFORM (jerror.h).
+_HARMLESS_WARNINGS = ("Warning: unknown JFIF revision number", "Unknown Adobe color transform code")
 
 
 class _CaptureStderr:

@@ -1,4 +1,5 @@
-"""YCbCr <-> RGB, JFIF full-range (ITU-R BT.601), as libjpeg does it.
+"""YCbCr <-> RGB, JFIF full-range (ITU-R BT.601), as libjpeg does it; Adobe CMYK/YCCK as
+Pillow reads it.
 
 Integer inputs use libjpeg's 16-bit fixed-point tables (jdcolor.c), bit-exact; float inputs
 use the real-valued matrix (differentiable). Channels are on ``dim`` (default -3, i.e. CHW).
@@ -35,6 +36,25 @@ def ycbcr_to_rgb(ycbcr: torch.Tensor, dim: int = -3) -> torch.Tensor:
         out[1, s:s + chunk] = (y + ((-_FIX_0_34414 * cb - _FIX_0_71414 * cr + 32768) >> 16)).clamp_(0, 255)
         out[2, s:s + chunk] = (y + ((_FIX_1_77200 * cb + 32768) >> 16)).clamp_(0, 255)
     return out.reshape(moved.shape).movedim(0, dim)
+
+
+def adobe_cmyk(samples: torch.Tensor, color_space: str, dim: int = -3) -> torch.Tensor:
+    """What Pillow returns for a 4-component JPEG (mode CMYK), from its upsampled uint8 samples
+    (C, M, Y, K or Y, Cb, Cr, K on ``dim``).
+
+    Pillow takes every 4-component JPEG as Adobe's inverted CMYK (raw mode ``CMYK;I``): it
+    inverts what libjpeg outputs. libjpeg outputs a CMYK file's samples as stored, and for a
+    YCCK file ``255 - R, 255 - G, 255 - B`` (R, G, B as for YCbCr) and K as stored. So the
+    image is ``255 - C, M, Y, K``, or ``R, G, B, 255 - K``."""
+    if color_space not in ("cmyk", "ycck"):
+        raise ValueError(f"color_space must be 'cmyk' or 'ycck', got {color_space!r}")
+    moved = samples.movedim(dim, 0)
+    if moved.shape[0] != 4 or moved.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 samples with 4 channels on dim {dim}, got {samples.dtype} "
+                         f"{tuple(samples.shape)}")
+    if color_space == "cmyk":
+        return (255 - moved).movedim(0, dim)
+    return torch.cat([ycbcr_to_rgb(moved[:3], dim=0), 255 - moved[3:]]).movedim(0, dim)
 
 
 def rgb_to_ycbcr(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:

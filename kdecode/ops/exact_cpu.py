@@ -13,6 +13,7 @@ import os
 import numpy as np
 import torch
 
+from .color import adobe_cmyk
 from .upsample import fancy_mode
 
 try:
@@ -69,8 +70,9 @@ def upsample_to_image(planes: list[np.ndarray], sizes: list[tuple[int, int]], fa
 
 def decode_array(coeffs, pixel_bytes: int | None = None) -> np.ndarray:
     """Bit-exact decode on CPU in one call with the GIL released: uint8 ``[H, W, pixel_bytes]``
-    (default: one byte a component; 4 for colour: R, G, B, 255, Pillow's RGB storage, which
-    ``decode(output="pil")`` hands to Pillow without a copy)."""
+    (default: one byte a component, 4-component files as Pillow's CMYK (``adobe_cmyk``); 4 for
+    colour: R, G, B, 255, Pillow's RGB storage, which ``decode(output="pil")`` hands to Pillow
+    without a copy)."""
     height, width, components = coeffs.height, coeffs.width, coeffs.components
     h_max, v_max = max(c.h_samp for c in components), max(c.v_samp for c in components)
     comps = []
@@ -82,6 +84,8 @@ def decode_array(coeffs, pixel_bytes: int | None = None) -> np.ndarray:
                       fancy_mode(hf, vf, cw)))
     image = np.empty((height, width, pixel_bytes or len(comps)), np.uint8)
     _exactcpu.decode(image, height, width, coeffs.color_space == "ycbcr", comps, image.shape[2])
+    if coeffs.color_space in ("cmyk", "ycck"):
+        return adobe_cmyk(torch.from_numpy(image), coeffs.color_space, dim=-1).numpy()
     return image
 
 
