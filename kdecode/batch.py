@@ -120,7 +120,7 @@ def _decode_group(items: list, model, precision: str, device, output: str, strea
             for i, image in zip(indices, images):
                 results[i] = image
     stream.synchronize()
-    return [r if isinstance(r, Exception) else _convert(r, output, device) for r in results]
+    return [r if isinstance(r, Exception) else _convert(r, output, device, c) for r, c in zip(results, items)]
 
 
 def _decode_iter_cpu(sources, model, precision: str, device, output: str, ahead: int, workers: int,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import io
 
 import numpy as np
 import torch
@@ -81,30 +82,62 @@ def decode_with(decoder, coeffs, device, output: str):
         array = exact_cpu.decode_array(coeffs, 4 if rgbx else None)
         if output == "torch":
             return _convert(torch.from_numpy(array).permute(2, 0, 1), output, device)
-        return _map_rgbx(array) if rgbx else _from_array(array[..., 0] if array.shape[2] == 1 else array, output)
+        if rgbx:
+            return _with_info(_map_rgbx(array), coeffs)
+        return _from_array(array[..., 0] if array.shape[2] == 1 else array, output, coeffs)
     with torch.inference_mode():
         image = decoder.decode(coeffs, device)  # uint8 [C, H, W]
-    return _convert(image, output, device)
+    return _convert(image, output, device, coeffs)
 
 
-def _convert(image: torch.Tensor, output: str, device):
+def _convert(image: torch.Tensor, output: str, device, coeffs=None):
     if output == "torch":
         return image.to(device) if device is not None else image
     array = image.cpu().numpy()
     array = array[0] if array.shape[0] == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
-    return _from_array(array, output)
+    return _from_array(array, output, coeffs)
 
 
-def _from_array(array: np.ndarray, output: str):
+def _from_array(array: np.ndarray, output: str, coeffs=None):
     """uint8 ``[H, W]``, ``[H, W, 3]`` or ``[H, W, 4]`` as a numpy array or a PIL image (mode L,
-    RGB or CMYK)."""
+    RGB or CMYK, with the ``info`` of ``coeffs``' file)."""
     if output == "numpy":
         return array
     from PIL import Image
 
     if array.ndim == 2:  # Pillow stores L as the array does: no copy
-        return Image.frombuffer("L", (array.shape[1], array.shape[0]), array, "raw", "L", 0, 1)
-    return Image.fromarray(array, "RGB" if array.shape[2] == 3 else "CMYK")
+        image = Image.frombuffer("L", (array.shape[1], array.shape[0]), array, "raw", "L", 0, 1)
+    else:
+        image = Image.fromarray(array, "RGB" if array.shape[2] == 3 else "CMYK")
+    return _with_info(image, coeffs)
+
+
+def _with_info(image, coeffs):
+    if coeffs is not None:
+        image.info.update(pil_info(coeffs))
+    return image
+
+
+def pil_info(coeffs) -> dict:
+    """The ``info`` Pillow gives this file's image (JFIF version and density, ``dpi``, ``exif``,
+    ``icc_profile``, ``xmp``, ``comment``, ``adobe``, ``progressive``...): Pillow's own JPEG
+    header parser run on the file's markers (``coeffs.metadata``), so that decode's PIL images
+    carry what Pillow's do (to be saved with their profile and EXIF, to read their orientation:
+    a drop-in replacement has to). Empty for coefficients without the file's markers."""
+    return dict(_parse_info(coeffs.metadata)) if coeffs.metadata else {}
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_info(metadata: bytes) -> dict:
+    # Cached: files from one camera or one encoder share their markers, and the parse costs
+    # about 25 us, 3% of decoding a 0.15 MP image. Callers copy the dict.
+    from PIL import JpegImagePlugin
+
+    try:
+        with JpegImagePlugin.JpegImageFile(io.BytesIO(metadata)) as parsed:
+            return dict(parsed.info)
+    except Exception:  # noqa: BLE001  markers Pillow's parser refuses: Pillow opens no image, so has no info
+        return {}
 
 
 def _map_rgbx(array: np.ndarray):

@@ -25,6 +25,7 @@ def assert_same_as_pillow(data: bytes, name: str) -> None:
     out = kdecode.decode(data, model=None)
     assert out.mode == ref.mode, name
     assert out.size == ref.size, name
+    assert out.info == ref.info, name
     diff = np.abs(np.asarray(out, dtype=np.int16) - np.asarray(ref, dtype=np.int16)).max()
     assert diff == 0, f"{name}: max abs difference {diff}"
 
@@ -198,3 +199,27 @@ def test_cmyk_outputs_batches_and_models():
     assert [b.shape for b in batch] == [(21, 30, 4), (21, 30, 4), (21, 30, 3)]
     for b, d in zip(batch, data):
         assert np.array_equal(b, np.asarray(pillow_decode(d)))
+
+
+def test_info_like_pillows():
+    """PIL images carry the ``info`` Pillow gives them (ICC profile, EXIF, dpi, comment, JFIF,
+    progressive, Adobe), whichever path made them, so they save and orient like Pillow's."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    files = {"metadata": encode(photo(40, 60, 11), quality=80, icc_profile=icc * 50, exif=exif, dpi=(300, 300),
+                                comment="kdecode", progressive=True),  # a profile over several APP2 segments
+             "cmyk": cmyk_jpeg(20, 30, 12, 0)}
+    for name, data in files.items():
+        ref = pillow_decode(data)
+        for out in (kdecode.decode(data, model=None), kdecode.decode(data, model="fast_arcnn"),
+                    kdecode.decode_batch([data], model=None)[0]):
+            assert out.info == ref.info, name
+    image = kdecode.decode(files["metadata"], model=None)
+    assert image.info["icc_profile"] == icc * 50 and image.getexif()[0x0112] == 6
+    from PIL import ImageOps
+
+    assert ImageOps.exif_transpose(image).size == (40, 60)
+    assert kdecode.read_coefficients(files["cmyk"]).metadata.endswith(b"\x00\x3f\x00")  # ends with the SOS segment

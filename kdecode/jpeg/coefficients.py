@@ -38,7 +38,11 @@ class JpegCoefficients:
     """Everything a decoder needs: the blocks and tables of every component, and the frame.
 
     ``color_space`` is ``"gray"`` (1 component), ``"ycbcr"`` or ``"rgb"`` (3 components, the
-    latter when an Adobe marker or the component ids say the file is stored as RGB).
+    latter when an Adobe marker or the component ids say the file is stored as RGB), ``"cmyk"``
+    or ``"ycck"`` (4 components: an Adobe marker with a transform other than 0 says YCCK).
+    ``metadata``: a JPEG header made of the file's segments before its first scan that say
+    something beyond the pixels (APPn: JFIF, EXIF, ICC profile, XMP...; COM; the frame; the
+    first SOS), from which ``decode`` gives its PIL images the ``info`` Pillow gives them.
     """
 
     width: int
@@ -50,6 +54,7 @@ class JpegCoefficients:
     restart_interval: int = 0
     source: str = "<bytes>"
     warnings: int = 0  # corrupt-data warnings tolerated with allow_truncated=True
+    metadata: bytes = field(default=b"", repr=False)
     extra: dict = field(default_factory=dict)
 
     @property

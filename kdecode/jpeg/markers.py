@@ -66,12 +66,20 @@ class JpegHeader:
     scans: int = 0
     truncated: bool = False
     whole_file: bool = True  # False: parsed up to the first scan's data only
+    # (start, end) of the APPn, COM and SOF segments and of the first SOS: the markers Pillow's
+    # header parser takes its ``Image.info`` from (see ``metadata``)
+    metadata_spans: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
     @property
     def qtables(self) -> dict[int, np.ndarray]:
         """Table index -> uint16 [8, 8], natural order (the last definition of each)."""
         return {tq: np.frombuffer(raw, dtype=">u2" if pq else np.uint8)[_UNZIGZAG].astype(np.uint16).reshape(8, 8)
                 for tq, (pq, raw) in self.raw_qtables.items()}
+
+    def metadata(self, data: bytes) -> bytes:
+        """A JPEG header holding only the segments of ``metadata_spans`` (SOI, APPn, COM, SOF,
+        SOS): what Pillow reads ``Image.info`` from, small enough to be a cache key."""
+        return b"\xff\xd8" + b"".join(data[a:b] for a, b in self.metadata_spans)
 
     @property
     def progressive(self) -> bool:
@@ -126,6 +134,7 @@ def parse_header(data: bytes, source: str, max_pixels: int | None, allow_truncat
     pos = 2
     while True:
         # Find the next marker; fill bytes (0xFF) may precede it.
+        start = pos
         if pos >= n:
             return _truncated(h, source, allow_truncated, "file ends before the EOI marker")
         if data[pos] != 0xFF:
@@ -150,6 +159,8 @@ def parse_header(data: bytes, source: str, max_pixels: int | None, allow_truncat
             return _truncated(h, source, allow_truncated, f"file ends inside marker 0x{marker:02X}")
         payload = data[pos + 2:end]
         pos = end
+        if not h.scans and (0xE0 <= marker <= 0xEF or marker in (0xFE, 0xDA) or marker in _SOF_KINDS):
+            h.metadata_spans.append((start, end))
         if marker in _SOF_KINDS:
             _parse_sof(h, marker, payload, source, max_pixels)
         elif marker == 0xDB:

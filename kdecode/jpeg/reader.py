@@ -286,7 +286,8 @@ def read_coefficients_from_bytes(data: bytes, name: str = "<bytes>", *, path: st
     return JpegCoefficients(width=header.width, height=header.height, color_space=header.color_space,
                             components=comps, progressive=header.progressive,
                             arithmetic=header.arithmetic, restart_interval=header.restart_interval,
-                            source=name, warnings=warnings + int(header.truncated))
+                            source=name, warnings=warnings + int(header.truncated),
+                            metadata=header.metadata(data))
 
 
 def _parse_whole_file(data: bytes, name: str, max_pixels: int | None, allow_truncated: bool) -> JpegHeader:
