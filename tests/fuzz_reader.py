@@ -16,22 +16,28 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import io
 import os
 import random
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import kdecode  # noqa: E402
+from kdecode.pipeline import decode_exact  # noqa: E402
 from conftest import SHARED_DATA, encode, photo  # noqa: E402
 from native_support import jpeglib_jpeg  # noqa: E402
+
+pil_info = sys.modules["kdecode.decode"].pil_info  # the module: kdecode.decode is the function
 
 # A frame limit for fuzzing: mutated dimensions up to this stay in play (the default limit of
 # 179 MP would make a legitimately huge, slow image out of one flipped height byte).
@@ -59,6 +65,15 @@ def make_seeds(bsds: int = 0) -> list[bytes]:
         seeds.append(encode(photo(h, w, seed=i, gray=gray), **{"quality": 75, **options}))
     seeds += [jpeglib_jpeg(photo(40, 48, seed=20), 80, flags)
               for flags in (["+ARITH_CODE"], ["+ARITH_CODE", "+PROGRESSIVE_MODE"])]
+    # CMYK (4 components), and metadata segments for Pillow's info parser: EXIF, a split ICC profile.
+    cmyk = np.concatenate([photo(24, 40, seed=21), photo(24, 40, seed=22)[..., :1]], axis=2)
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 3, "kdecode"
+    for options in ({"subsampling": 0}, {"subsampling": 2, "progressive": True, "exif": exif, "comment": "c"},
+                    {"icc_profile": bytes(range(256)) * 300, "dpi": (72, 72)}):
+        buf = io.BytesIO()
+        Image.fromarray(cmyk, "CMYK").save(buf, "JPEG", quality=75, **options)
+        seeds.append(buf.getvalue())
     if bsds:
         seeds += [p.read_bytes() for p in sorted((SHARED_DATA / "BSDS500" / "test").glob("*.jpg"))[:bsds]]
     return seeds
@@ -133,6 +148,14 @@ def run_one(data: bytes, allow_truncated: bool) -> str:
     except kdecode.KdecodeError as e:
         return type(e).__name__
     assert all(comp.blocks.dtype == np.int16 and comp.blocks.flags.c_contiguous for comp in c.components)
+    # What decode does next with what was read: the PIL info from the (damaged) metadata, and
+    # the exact pixel stage where the image is small enough to keep the run fast.
+    with warnings.catch_warnings():  # Pillow warns of damaged EXIF, as it does opening such a file
+        warnings.simplefilter("ignore")
+        assert isinstance(pil_info(c), dict)
+    if c.width * c.height <= 1 << 16:
+        image = decode_exact(c)
+        assert tuple(image.shape) == (len(c.components), c.height, c.width)
     return "ok"
 
 
