@@ -101,6 +101,15 @@ def candidates(devices: list[str], set_name: str, model_files: int, cpu_models: 
     """(label, device, per_file, fn, file limit): per_file fns take one JPEG's bytes, the
     others the whole list. ``only_models``: these models instead of every shipped one.
     ``bf16``: on a GPU each model also with ``precision="bfloat16"``."""
+    def one_thread(fn):
+        def wrapped(d):
+            before, kdecode.settings.decode_threads = kdecode.settings.decode_threads, 1
+            try:
+                fn(d)
+            finally:
+                kdecode.settings.decode_threads = before
+        return wrapped
+
     rows = [("Pillow decode", "cpu", True, pillow_decode, None)]
     try:
         import simplejpeg
@@ -134,6 +143,10 @@ def candidates(devices: list[str], set_name: str, model_files: int, cpu_models: 
         rows.append((f"kdecode decode(model=None) [{device}]", device, True, one(None), None))
         if device == "cpu":  # the drop-in form: a PIL image, like the Pillow anchor
             rows.append(("kdecode decode(model=None) -> PIL [cpu]", device, True, one(None, out="pil"), None))
+            # Large images are decoded on several threads (kdecode.settings.decode_threads);
+            # this row holds decode to Pillow's one thread.
+            rows.append(("kdecode decode(model=None) -> PIL, 1 thread [cpu]", device, True,
+                         one_thread(one(None, out="pil")), None))
         rows.append((f"kdecode decode_batch(model=None, 64) [{device}]", device, False, batch(None, 64), None))
         limit = model_files if device == "cpu" else None
         for name in (models if device != "cpu" or cpu_models else []):

@@ -11,6 +11,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <pthread.h>
+#define HAVE_THREADS 1
+#endif
 
 /* Hand-written AVX2 paths (IDCT of block pairs, colour rows) on x86-64, chosen at run time. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -388,14 +392,13 @@ typedef struct {
     int mode;             /* 0 replicate, 1 fancy h2v1, 2 fancy h1v2, 3 fancy h2v2 */
     uint8_t *row;         /* output row buffer, >= hf * cw samples */
     int16_t *sums;        /* cw + 2 samples: a row of the fancy filters' input, edges replicated */
-    /* When decoding from blocks (else blocks and block_row are NULL): the plane is filled block
-     * row by block row as the output rows need them, so each strip is still in cache when it is
-     * upsampled. Block row `by` is at blocks + by * bw * 64, or block_row(ctx, by). */
+    /* When decoding from blocks (else blocks is NULL): the plane is filled block row by block
+     * row as the output rows need them, so each strip is still in cache when it is upsampled.
+     * Block row `by` is at blocks + by * bw * 64. */
     const int16_t *blocks;
-    const int16_t *(*block_row)(void *ctx, Py_ssize_t by);
-    void *ctx;
     Idct idct;
-    Py_ssize_t bh, bw, done; /* block grid; block rows transformed so far */
+    Py_ssize_t bh, bw;
+    Py_ssize_t done, stop; /* block rows [done, stop) are this thread's to transform, in order */
 } Comp;
 
 static inline const uint8_t *src_row(const Comp *c, Py_ssize_t i) {
@@ -406,12 +409,12 @@ static inline const uint8_t *src_row(const Comp *c, Py_ssize_t i) {
 
 /* Make sure plane rows up to `i` (clipped to the plane) hold samples. */
 static inline void need_row(Comp *c, Py_ssize_t i) {
-    if (!c->blocks && !c->block_row) return;
+    if (!c->blocks) return;
     Py_ssize_t by = (i < c->ch ? i : c->ch - 1) / 8 + 1;
-    for (; c->done < by; c->done++) {
-        const int16_t *row = c->block_row ? c->block_row(c->ctx, c->done) : c->blocks + c->done * c->bw * 64;
-        idct_row(&c->idct, row, (uint8_t *)c->plane + c->done * 8 * c->stride, c->stride, c->bw);
-    }
+    if (by > c->stop) by = c->stop; /* the rows beyond were transformed before the bands started */
+    for (; c->done < by; c->done++)
+        idct_row(&c->idct, c->blocks + c->done * c->bw * 64, (uint8_t *)c->plane + c->done * 8 * c->stride, c->stride,
+                 c->bw);
 }
 
 /* The 3:1 triangle filter of the fancy upsamplers along a row: s[-1..n] (edges replicated by
@@ -543,12 +546,12 @@ __attribute__((target("avx2"))) static void ycc_to_rgb_row_avx2(const uint8_t *y
 
 /* The output image: `pb` bytes per pixel, n (the components: 1, 3 or 4) or 4 (3 components
  * written as Pillow stores RGB: R, G, B, 255). */
-static void upsample_color_image(Comp *comps, int n, uint8_t *out, Py_ssize_t height, Py_ssize_t width,
-                                 int convert, int pb) {
+static void upsample_color_rows(Comp *comps, int n, uint8_t *out, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t width,
+                                int convert, int pb) {
 #ifdef HAVE_AVX2
     const int avx2 = use_avx2();
 #endif
-    for (Py_ssize_t r = 0; r < height; r++) {
+    for (Py_ssize_t r = r0; r < r1; r++) {
         const uint8_t *rows[4];
         for (int k = 0; k < n; k++) {
             need_row(&comps[k], r / comps[k].vf + 1); /* + 1: the fancy filters' next row */
@@ -572,6 +575,93 @@ static void upsample_color_image(Comp *comps, int n, uint8_t *out, Py_ssize_t he
             }
         }
     }
+}
+
+/* ---- One image on several threads ------------------------------------------------------------- */
+
+#define MAX_BANDS 16
+
+/* A band of output rows [r0, r1) with its own copy of the components: its row buffers and the
+ * block rows it transforms. */
+typedef struct {
+    Comp comps[4];
+    int n, convert, pb;
+    uint8_t *out;
+    Py_ssize_t r0, r1, width;
+} Band;
+
+static void *run_band(void *arg) {
+    Band *b = (Band *)arg;
+    upsample_color_rows(b->comps, b->n, b->out, b->r0, b->r1, b->width, b->convert, b->pb);
+    return NULL;
+}
+
+/* The output rows in `bands` bands of about equal height, each on its own thread (the calling
+ * one runs the first). Band edges are multiples of 8 x the largest vertical factor, so at each
+ * edge every component is at a block-row edge: the two block rows around it, which the bands on
+ * both sides read (the fancy filters look one row up and down), are transformed here first, and
+ * each band transforms the block rows strictly between its edges. So no block row is written
+ * twice or read before it is written. Returns 0, or -1 when out of memory. */
+static int upsample_color_image(Comp *comps, int n, uint8_t *out, Py_ssize_t height, Py_ssize_t width, int convert,
+                                int pb, int bands) {
+    int vmax = 1;
+    for (int k = 0; k < n; k++)
+        if (comps[k].vf > vmax) vmax = comps[k].vf;
+    const Py_ssize_t align = 8 * (Py_ssize_t)vmax;
+#ifndef HAVE_THREADS
+    bands = 1;
+#endif
+    if (bands > MAX_BANDS) bands = MAX_BANDS;
+    if (bands > height / (2 * align)) bands = (int)(height / (2 * align)); /* each band >= 2 block rows a component */
+    if (bands <= 1) {
+        upsample_color_rows(comps, n, out, 0, height, width, convert, pb);
+        return 0;
+    }
+    Band b[MAX_BANDS];
+    memset(b, 0, sizeof b);
+    int ok = 1;
+    for (int t = 0; t < bands; t++) {
+        b[t] = (Band){.n = n, .convert = convert, .pb = pb, .out = out, .width = width,
+                      .r0 = (height * t / bands) / align * align, .r1 = height};
+        if (t > 0) b[t - 1].r1 = b[t].r0;
+        for (int k = 0; k < n; k++) {
+            Comp *c = &b[t].comps[k];
+            *c = comps[k];
+            if (t > 0) { /* the first band uses the caller's buffers */
+                c->row = (uint8_t *)malloc((size_t)(c->hf * c->cw + 8));
+                c->sums = (int16_t *)malloc((size_t)(c->cw + 2) * sizeof(int16_t));
+                if (!c->row || !c->sums) ok = 0;
+            }
+        }
+    }
+    for (int t = 1; t < bands && ok; t++)
+        for (int k = 0; k < n; k++) {
+            Comp *c = &b[t].comps[k];
+            if (!c->blocks) continue;
+            Py_ssize_t edge = b[t].r0 / c->vf / 8, lo = edge - 1, hi = edge + 1 < c->bh ? edge + 1 : c->bh;
+            for (Py_ssize_t by = lo; by < hi; by++)
+                idct_row(&c->idct, c->blocks + by * c->bw * 64, (uint8_t *)c->plane + by * 8 * c->stride, c->stride,
+                         c->bw);
+            b[t - 1].comps[k].stop = lo;
+            c->done = hi;
+        }
+#ifdef HAVE_THREADS
+    pthread_t threads[MAX_BANDS];
+    int started[MAX_BANDS] = {0};
+    for (int t = 1; t < bands && ok; t++)
+        started[t] = pthread_create(&threads[t], NULL, run_band, &b[t]) == 0;
+    if (ok) run_band(&b[0]);
+    for (int t = 1; t < bands && ok; t++) {
+        if (started[t]) pthread_join(threads[t], NULL);
+        else run_band(&b[t]); /* no thread to be had: this one does the band */
+    }
+#endif
+    for (int t = 1; t < bands; t++)
+        for (int k = 0; k < n; k++) {
+            free(b[t].comps[k].row);
+            free(b[t].comps[k].sums);
+        }
+    return ok ? 0 : -1;
 }
 
 /* ---- Python bindings ------------------------------------------------------------------------- */
@@ -615,8 +705,8 @@ static PyObject *py_idct_islow(PyObject *self, PyObject *args) {
 static PyObject *pixel_stage(PyObject *args, int from_blocks) {
     PyObject *oo, *seq;
     Py_ssize_t height, width;
-    int convert, pb = 0;
-    if (!PyArg_ParseTuple(args, "OnnpO|i", &oo, &height, &width, &convert, &seq, &pb)) return NULL;
+    int convert, pb = 0, bands = 1;
+    if (!PyArg_ParseTuple(args, "OnnpO|ii", &oo, &height, &width, &convert, &seq, &pb, &bands)) return NULL;
     PyObject *fast = PySequence_Fast(seq, "components must be a sequence");
     if (!fast) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
@@ -651,6 +741,7 @@ static PyObject *pixel_stage(PyObject *args, int from_blocks) {
             c->blocks = (const int16_t *)views[k][0].buf;
             idct_init(&c->idct, (const int32_t *)views[k][1].buf);
             c->plane = (const uint8_t *)malloc((size_t)(c->bh * 8 * c->stride));
+            c->stop = c->bh;
             if (!c->plane) PyErr_NoMemory(), ok = 0;
         } else {
             if (get_buffer(po, &views[k][0], 0, (c->ch - 1) * c->stride + c->cw, "plane") < 0) { ok = 0; break; }
@@ -664,8 +755,9 @@ static PyObject *pixel_stage(PyObject *args, int from_blocks) {
     if (ok && get_buffer(oo, &o, 1, height * width * pb, "out") < 0) ok = 0;
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
-        upsample_color_image(comps, (int)n, (uint8_t *)o.buf, height, width, convert, pb);
+        if (upsample_color_image(comps, (int)n, (uint8_t *)o.buf, height, width, convert, pb, bands) < 0) ok = 0;
         Py_END_ALLOW_THREADS
+        if (!ok) PyErr_NoMemory();
         PyBuffer_Release(&o);
     }
     for (int k = 0; k < 4; k++) {
@@ -706,11 +798,12 @@ static PyMethodDef methods[] = {
      "idct_islow(blocks int16 [bh,bw,8,8], qtable int32 [64], out uint8 [bh*8, bw*8], bh, bw)"},
     {"upsample_color", py_upsample_color, METH_VARARGS,
      "upsample_color(out uint8 [H,W,n or 4], H, W, convert, [(plane, stride, ch, cw, hf, vf, mode), ...][, "
-     "pixel_bytes])"},
+     "pixel_bytes[, bands]])"},
     {"decode", py_decode, METH_VARARGS,
      "decode(out uint8 [H,W,n or 4], H, W, convert, [(blocks int16 [bh,bw,8,8], qtable int32 [64], bh, bw, ch, cw, "
-     "hf, vf, mode), ...][, pixel_bytes]): the whole pixel stage, block rows transformed as the output rows need "
-     "them; pixel_bytes 4 writes 3 components as R, G, B, 255 (Pillow's RGB storage)"},
+     "hf, vf, mode), ...][, pixel_bytes[, bands]]): the whole pixel stage, block rows transformed as the output rows "
+     "need them; pixel_bytes 4 writes 3 components as R, G, B, 255 (Pillow's RGB storage); bands > 1 splits the "
+     "rows into that many bands on as many threads"},
     {NULL, NULL, 0, NULL},
 };
 

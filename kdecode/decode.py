@@ -9,7 +9,7 @@ import torch
 
 from .errors import KdecodeError
 from .jpeg.quality import estimate_quality
-from .jpeg.reader import Source, read_coefficients
+from .jpeg.reader import Source, read_coefficients, settings
 from .ops import exact_cpu
 from .models.base import PRECISIONS
 from .models.registry import list_models, load_model, resolve_model, select_card
@@ -70,16 +70,17 @@ def decode(src: Source, model: str | None = "auto", device=None, output: str = "
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
     check_model(model, device, precision)
     coeffs = read_coefficients(src, **read_options)
-    return decode_with(decoder_for(coeffs, model, device, precision), coeffs, device, output)
+    return decode_with(decoder_for(coeffs, model, device, precision), coeffs, device, output, settings.threads())
 
 
-def decode_with(decoder, coeffs, device, output: str):
-    """``decoder``'s image of ``coeffs`` as ``output`` asks for it."""
+def decode_with(decoder, coeffs, device, output: str, threads: int = 1):
+    """``decoder``'s image of ``coeffs`` as ``output`` asks for it (the exact decode on CPU on
+    up to ``threads`` threads)."""
     if decoder.name == "exact" and exact_cpu.usable(device):
         # The C pixel stage writes straight into the output's layout: for PIL, Pillow's own
         # storage of RGB (4 bytes a pixel), which Pillow then uses without a copy.
         rgbx = output == "pil" and len(coeffs.components) == 3 and _pillow_maps_rgbx()
-        array = exact_cpu.decode_array(coeffs, 4 if rgbx else None)
+        array = exact_cpu.decode_array(coeffs, 4 if rgbx else None, threads)
         if output == "torch":
             return _convert(torch.from_numpy(array).permute(2, 0, 1), output, device)
         if rgbx:

@@ -9,6 +9,7 @@ import torch
 from kdecode import read_coefficients
 from kdecode.ops import blocks_to_plane, exact_cpu, idct_islow, upsample, ycbcr_to_rgb
 from kdecode.pipeline import decode_exact
+from conftest import photo
 
 pytestmark = pytest.mark.skipif(exact_cpu.why_not() is not None and "FORCE" not in str(exact_cpu.why_not()),
                                 reason=f"C path unavailable: {exact_cpu.why_not()}")
@@ -121,3 +122,33 @@ def test_idct_16bit_path_limits():
     qtable = np.full((8, 8), 8, np.uint16)
     ref = blocks_to_plane(idct_islow(torch.from_numpy(blocks), torch.from_numpy(qtable.astype(np.int32))))
     assert np.array_equal(exact_cpu.idct_plane(blocks, qtable), ref.numpy())
+
+
+def test_bands_on_threads_same_as_one(monkeypatch, jpeg_corpus, tmp_path):
+    """One image cut into bands of rows on several threads gives the samples one thread gives:
+    every file of the corpus (every sampling, odd sizes), with as many bands as rows allow."""
+    from kdecode.jpeg.reader import settings
+
+    monkeypatch.setattr(exact_cpu, "MIN_BAND_PIXELS", 1)  # band even the small files
+    checked = 0
+    for name, data in jpeg_corpus:
+        coeffs = read_coefficients(data)
+        one = exact_cpu.decode_array(coeffs)
+        for threads in (2, 3, 7, 16):
+            assert np.array_equal(exact_cpu.decode_array(coeffs, threads=threads), one), f"{name}, {threads} threads"
+        checked += coeffs.height >= 64  # tall enough for two bands (16 rows per component's block pair)
+    assert checked >= 5
+    jpeglib = pytest.importorskip("jpeglib")  # vertical factors 2 and 4 (4:4:0, 1x4), not producible with Pillow
+    for vh in (((2, 1), (1, 1), (1, 1)), ((1, 4), (1, 1), (1, 1)), ((1, 2), (1, 1), (1, 1))):
+        im = jpeglib.from_spatial(photo(301, 45, 7))
+        im.samp_factor = np.array(vh)
+        path = tmp_path / "s.jpg"
+        im.write_spatial(str(path), qt=50)
+        coeffs = read_coefficients(path)
+        one = exact_cpu.decode_array(coeffs)
+        for threads in (2, 4, 9):
+            assert np.array_equal(exact_cpu.decode_array(coeffs, threads=threads), one), f"samp {vh}, {threads} threads"
+    monkeypatch.setattr(settings, "decode_threads", 1)
+    assert settings.threads() == 1
+    monkeypatch.setattr(settings, "decode_threads", None)
+    assert 1 <= settings.threads() <= 8

@@ -40,11 +40,23 @@ class Settings:
     ``max_scans``: files with more scans are refused (a progressive file with thousands of
     scans would re-walk the whole image for each; encoders' progressive scripts use about 10).
     ``None`` disables the check.
+    ``decode_threads``: threads ``decode(model=None)`` may use for one image on CPU (its rows
+    cut into bands of at least 64K pixels, same result); ``None``: this process's CPUs, at most
+    8; 1: the calling thread only. ``decode_batch`` and ``decode_iter`` decode each image on one
+    thread: they already run images side by side.
     """
 
     max_image_pixels: int | None = 2 * 89_478_485
     allow_truncated: bool = False
     max_scans: int | None = 500
+    decode_threads: int | None = None
+
+    def threads(self) -> int:
+        """``decode_threads`` resolved to a number."""
+        if self.decode_threads is not None:
+            return max(1, int(self.decode_threads))
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(cpus, 8)
 
 
 settings = Settings()

@@ -68,11 +68,18 @@ def upsample_to_image(planes: list[np.ndarray], sizes: list[tuple[int, int]], fa
     return out
 
 
-def decode_array(coeffs, pixel_bytes: int | None = None) -> np.ndarray:
+#: Pixels a thread gets at least when one image is cut into bands of rows (``threads`` below):
+#: a band's work (~0.15 ms) then outweighs starting a thread (~0.02 ms). Measured on LIVE1 (0.1-
+#: 0.6 MP), 2 cores: 1.24x Pillow at quality 10 with this, 0.96x with 4x more (no bands there).
+MIN_BAND_PIXELS = 1 << 16
+
+
+def decode_array(coeffs, pixel_bytes: int | None = None, threads: int = 1) -> np.ndarray:
     """Bit-exact decode on CPU in one call with the GIL released: uint8 ``[H, W, pixel_bytes]``
     (default: one byte a component, 4-component files as Pillow's CMYK (``adobe_cmyk``); 4 for
     colour: R, G, B, 255, Pillow's RGB storage, which ``decode(output="pil")`` hands to Pillow
-    without a copy)."""
+    without a copy). ``threads > 1`` cuts a large image into as many bands of rows (each at least
+    ``MIN_BAND_PIXELS``), decoded side by side; the result is the same."""
     height, width, components = coeffs.height, coeffs.width, coeffs.components
     h_max, v_max = max(c.h_samp for c in components), max(c.v_samp for c in components)
     comps = []
@@ -83,7 +90,8 @@ def decode_array(coeffs, pixel_bytes: int | None = None) -> np.ndarray:
         comps.append((blocks, _qtable_int32(c.qtable), blocks.shape[0], blocks.shape[1], ch, cw, hf, vf,
                       fancy_mode(hf, vf, cw)))
     image = np.empty((height, width, pixel_bytes or len(comps)), np.uint8)
-    _exactcpu.decode(image, height, width, coeffs.color_space == "ycbcr", comps, image.shape[2])
+    bands = max(1, min(threads, height * width // MIN_BAND_PIXELS))
+    _exactcpu.decode(image, height, width, coeffs.color_space == "ycbcr", comps, image.shape[2], bands)
     if coeffs.color_space in ("cmyk", "ycck"):
         return adobe_cmyk(torch.from_numpy(image), coeffs.color_space, dim=-1).numpy()
     return image
