@@ -223,3 +223,15 @@ def test_info_like_pillows():
 
     assert ImageOps.exif_transpose(image).size == (40, 60)
     assert kdecode.read_coefficients(files["cmyk"]).metadata.endswith(b"\x00\x3f\x00")  # ends with the SOS segment
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cmyk_on_gpu_bit_exact():
+    """The GPU path (CUDA IDCT for 4 components, the torch upsampling and Adobe inversion)."""
+    files = [cmyk_jpeg(37, 53, 13, 2, subsampling=2), cmyk_jpeg(37, 53, 14, 0)]
+    for data in files:
+        ref = np.asarray(pillow_decode(data))
+        assert np.array_equal(kdecode.decode(data, model=None, device="cuda", output="numpy"), ref)
+    batch = kdecode.decode_batch(files, model=None, device="cuda", output="numpy")
+    assert all(np.array_equal(b, np.asarray(pillow_decode(d))) for b, d in zip(batch, files))
