@@ -125,13 +125,19 @@ def pil_info(coeffs) -> dict:
     header parser run on the file's markers (``coeffs.metadata``), so that decode's PIL images
     carry what Pillow's do (to be saved with their profile and EXIF, to read their orientation:
     a drop-in replacement has to). Empty for coefficients without the file's markers."""
-    return dict(_parse_info(coeffs.metadata)) if coeffs.metadata else {}
-
-
-@functools.lru_cache(maxsize=64)
-def _parse_info(metadata: bytes) -> dict:
+    if not coeffs.metadata:
+        return {}
     # Cached: files from one camera or one encoder share their markers, and the parse costs
-    # about 25 us, 3% of decoding a 0.15 MP image. Callers copy the dict.
+    # about 25 us, 3% of decoding a 0.15 MP image. Large ones (a thumbnail in the EXIF, an ICC
+    # profile) are parsed each time rather than kept.
+    parse = _parse_info_cached if len(coeffs.metadata) <= _CACHED_METADATA_BYTES else _parse_info
+    return dict(parse(coeffs.metadata))  # a copy: the cached dict stays as Pillow made it
+
+
+_CACHED_METADATA_BYTES = 4096
+
+
+def _parse_info(metadata: bytes) -> dict:
     from PIL import JpegImagePlugin
 
     try:
@@ -139,6 +145,9 @@ def _parse_info(metadata: bytes) -> dict:
             return dict(parsed.info)
     except Exception:  # noqa: BLE001  markers Pillow's parser refuses: Pillow opens no image, so has no info
         return {}
+
+
+_parse_info_cached = functools.lru_cache(maxsize=256)(_parse_info)
 
 
 def _map_rgbx(array: np.ndarray):
