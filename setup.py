@@ -7,6 +7,8 @@ the library are missing the build only warns, the package still installs, and kd
 fast path of ``decode(model=None)`` on CPU; tests/test_exact_cpu.py checks it against the torch
 reference ops (used where it is not built).
 """
+import sys
+
 from setuptools import Extension, setup
 
 setup(
@@ -20,8 +22,10 @@ setup(
         Extension(
             "kdecode._exactcpu",
             sources=["csrc/exact_cpu.c"],
-            # -fwrapv: int32 overflow wraps like torch's int32 ops (Python's own flags have it too).
-            extra_compile_args=["-O3", "-fwrapv"],
+            # -fwrapv: int32 overflow wraps like torch's int32 ops (Python's own flags have it too);
+            # -pthread: one image's rows in bands on several threads (older glibc needs the flag).
+            extra_compile_args=["-O3", "-fwrapv"] + ([] if sys.platform == "win32" else ["-pthread"]),
+            extra_link_args=[] if sys.platform == "win32" else ["-pthread"],
             optional=True,
         ),
     ]
