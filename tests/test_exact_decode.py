@@ -194,7 +194,8 @@ def test_cmyk_outputs_batches_and_models():
     ref = np.asarray(pillow_decode(data[0]))
     assert np.array_equal(kdecode.decode(data[0], model=None, output="numpy"), ref)
     assert np.array_equal(kdecode.decode(data[0], model=None, output="torch").permute(1, 2, 0).numpy(), ref)
-    assert np.array_equal(np.asarray(kdecode.decode(data[0], model="fast_arcnn")), ref)
+    for model in ("fast_arcnn", "hrcnn", "d3"):  # pixel and coefficient models
+        assert np.array_equal(np.asarray(kdecode.decode(data[0], model=model)), ref), model
     batch = kdecode.decode_batch(data, model=None, output="numpy")
     assert [b.shape for b in batch] == [(21, 30, 4), (21, 30, 4), (21, 30, 3)]
     for b, d in zip(batch, data):
