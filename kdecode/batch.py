@@ -23,13 +23,13 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sized
 
 import torch
 
 from .decode import _OUTPUTS, _convert, check_model, decode_with, decoder_for
 from .errors import KdecodeError
-from .jpeg.reader import Source, read_coefficients
+from .jpeg.reader import Source, read_coefficients, settings
 
 def _read(index: int, src: Source, read_options: dict):
     try:
@@ -65,12 +65,17 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
     device = torch.device(device) if device is not None else None
     cuda = device is not None and device.type == "cuda"
     workers = max(1, workers or os.cpu_count() or 1)
+    # Fewer images than workers (a list of one 4K photo): each one's exact pixel stage gets the
+    # spare workers as threads (bands of rows, see kdecode.settings.decode_threads).
+    threads = 1
+    if isinstance(srcs, Sized) and 0 < len(srcs) < workers:
+        threads = min(settings.threads(), workers // len(srcs))
     sources = enumerate(srcs)
     if not cuda:
         # Two images a worker in flight: enough to keep every core busy, and few enough that
         # the memory of finished images is reused (fresh pages cost more than the decode).
         yield from _decode_iter_cpu(sources, model, precision, device, output, 2 * workers, workers,
-                                    return_exceptions, read_options)
+                                    return_exceptions, read_options, threads)
         return
     with ThreadPoolExecutor(workers) as pool:
         stream = torch.cuda.Stream(device)
@@ -124,14 +129,15 @@ def _decode_group(items: list, model, precision: str, device, output: str, strea
 
 
 def _decode_iter_cpu(sources, model, precision: str, device, output: str, ahead: int, workers: int,
-                     return_exceptions: bool, read_options: dict) -> Iterator:
+                     return_exceptions: bool, read_options: dict, threads: int = 1) -> Iterator:
     """The CPU form of decode_iter: each worker reads and decodes whole images (the reader and
     the C pixel stage release the GIL), at most ``ahead`` in flight, yielded in input order. One
     task per image, without a hand-over between a read and a decode stage: the short Python
     parts of each image then interleave with the other workers' C work instead of queueing."""
     def one(index, src):
         coeffs = _read(index, src, read_options)
-        return coeffs if isinstance(coeffs, Exception) else _decode_one(coeffs, model, precision, device, output)
+        return coeffs if isinstance(coeffs, Exception) else _decode_one(coeffs, model, precision, device, output,
+                                                                         threads)
 
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(workers) as pool:
@@ -154,9 +160,9 @@ def _result(future: Future, return_exceptions: bool):
     return result
 
 
-def _decode_one(coeffs, model, precision: str, device, output: str):
+def _decode_one(coeffs, model, precision: str, device, output: str, threads: int = 1):
     try:
-        return decode_with(decoder_for(coeffs, model, device, precision), coeffs, device, output)
+        return decode_with(decoder_for(coeffs, model, device, precision), coeffs, device, output, threads)
     except KdecodeError as exc:
         return exc
 

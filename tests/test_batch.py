@@ -215,3 +215,30 @@ def test_large_batches_are_split_by_samples(monkeypatch):
     assert calls == [2, 2, 1]
     for c, g in zip(coeffs, got):
         assert torch.equal(g, pipeline.decode_exact(c))
+
+
+def test_few_images_get_the_spare_workers_as_threads(monkeypatch):
+    """decode_batch of fewer images than workers gives each one's exact pixel stage the spare
+    workers as threads (bands of rows); many images get one thread each. Same pixels."""
+    from kdecode.ops import exact_cpu
+
+    if not exact_cpu.usable():
+        pytest.skip(f"C path unavailable: {exact_cpu.why_not()}")
+    seen = []
+    real = exact_cpu.decode_array
+
+    def counting(coeffs, pixel_bytes=None, threads=1):
+        seen.append(threads)
+        return real(coeffs, pixel_bytes, threads)
+
+    monkeypatch.setattr(exact_cpu, "decode_array", counting)
+    monkeypatch.setattr(exact_cpu, "MIN_BAND_PIXELS", 1)
+    data = encode(photo(200, 120, 3), quality=80)
+    from PIL import Image
+
+    ref = np.asarray(Image.open(io.BytesIO(data)))
+    assert np.array_equal(kdecode.decode_batch([data], model=None, workers=4, output="numpy")[0], ref)
+    assert seen == [min(4, kdecode.settings.threads())]
+    seen.clear()
+    kdecode.decode_batch([data] * 8, model=None, workers=4, output="numpy")
+    assert seen == [1] * 8
