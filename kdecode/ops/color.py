@@ -45,7 +45,7 @@ def adobe_cmyk(samples: torch.Tensor, color_space: str, dim: int = -3) -> torch.
     Pillow takes every 4-component JPEG as Adobe's inverted CMYK (raw mode ``CMYK;I``): it
     inverts what libjpeg outputs. libjpeg outputs a CMYK file's samples as stored, and for a
     YCCK file ``255 - R, 255 - G, 255 - B`` (R, G, B as for YCbCr) and K as stored. So the
-    image is ``255 - C, M, Y, K``, or ``R, G, B, 255 - K``."""
+    image is ``255 - C, 255 - M, 255 - Y, 255 - K``, or ``R, G, B, 255 - K``."""
     if color_space not in ("cmyk", "ycck"):
         raise ValueError(f"color_space must be 'cmyk' or 'ycck', got {color_space!r}")
     moved = samples.movedim(dim, 0)
