@@ -41,8 +41,10 @@ class Settings:
     scans would re-walk the whole image for each; encoders' progressive scripts use about 10).
     ``None`` disables the check.
     ``decode_threads``: threads ``decode(model=None)`` may use for one image on CPU (its rows
-    cut into bands of at least 64K pixels, same result); ``None``: this process's CPUs, at most
-    8; 1: the calling thread only. ``decode_batch`` and ``decode_iter`` decode each image on one
+    cut into bands of at least 64K pixels, same result); ``None``: as many as torch's
+    intra-op threads (``torch.get_num_threads()``: one in a ``DataLoader`` worker, so that worker
+    processes do not oversubscribe the cores), at most the process's CPUs and 8; 1: the calling
+    thread only. ``decode_batch`` and ``decode_iter`` decode each image on one
     thread: they already run images side by side.
     """
 
@@ -55,8 +57,10 @@ class Settings:
         """``decode_threads`` resolved to a number."""
         if self.decode_threads is not None:
             return max(1, int(self.decode_threads))
+        import torch
+
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return min(cpus, 8)
+        return max(1, min(cpus, 8, torch.get_num_threads()))
 
 
 settings = Settings()
