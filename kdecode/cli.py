@@ -66,7 +66,7 @@ def _collect(inputs: list[str]) -> list[Path]:
 def _cmd_restore(args) -> int:
     from tqdm import tqdm
 
-    from .decode import decode
+    from .batch import decode_iter
     from .errors import KdecodeError
     from .models.registry import list_models, resolve_model
 
@@ -80,9 +80,14 @@ def _cmd_restore(args) -> int:
         print("error: no JPEG files found", file=sys.stderr)
         return 2
     failed = 0
-    for f in tqdm(files, desc="restore", unit="img", disable=args.quiet):
+    # decode_iter: files read and decoded in parallel (CPU workers, or GPU batches), in order;
+    # a file that fails comes back as its exception and is skipped.
+    images = decode_iter(files, model=args.model, device=args.device, precision=args.precision,
+                         return_exceptions=True)
+    for f, image in tqdm(zip(files, images), total=len(files), desc="restore", unit="img", disable=args.quiet):
         try:
-            image = decode(f, model=args.model, device=args.device, precision=args.precision)
+            if isinstance(image, Exception):
+                raise image
             # PNG has no CMYK: those (exact) images go to TIFF, which keeps them as they are.
             image.save(out / (f.stem + (".tiff" if image.mode == "CMYK" else ".png")))
         except (KdecodeError, OSError) as e:
