@@ -33,7 +33,8 @@ def encode(array: np.ndarray, **options) -> bytes:
 
 def file_sets(names: list[str]) -> dict[str, list[bytes]]:
     """Named lists of JPEG bytes. ``bsds500``: the 432 originals; ``bsds500-qN``: re-encoded at
-    quality N (4:2:0); ``live1-qN``: LIVE1_color at quality N; ``photo2000x1500-q90``: generated.
+    quality N (4:2:0); ``live1-qN``: LIVE1_color at quality N; ``photo2000x1500-q90``: generated;
+    ``crops64-q75``: 64x64 centre crops of the BSDS500 originals at quality 75 (small images).
     A folder ``SHARED_DATA/encoded/<name>/`` holding the set's JPEGs already (``write_sets``)
     is used as it is: the set travels as a few MB of JPEGs instead of its source images."""
     sets = {}
@@ -45,6 +46,19 @@ def file_sets(names: list[str]) -> dict[str, list[bytes]]:
             size, _, q = name[5:].partition("-q")
             w, h = map(int, size.split("x"))
             sets[name] = [encode(synthetic_photo(h, w), quality=int(q or 90), subsampling="4:2:0")]
+        elif name.startswith("crops"):  # small images: 64x64 (etc.) centre crops of the BSDS500 originals
+            files = sorted((SHARED_DATA / "BSDS500").rglob("*.jpg"))
+            if not files:
+                print(f"skipping {name}: {SHARED_DATA / 'BSDS500'} not found")
+                continue
+            size, _, q = name[5:].partition("-q")
+            n = int(size)
+            crops = []
+            for f in files:
+                rgb = np.asarray(Image.open(f).convert("RGB"))
+                top, left = (rgb.shape[0] - n) // 2, (rgb.shape[1] - n) // 2
+                crops.append(encode(rgb[top:top + n, left:left + n], quality=int(q or 75), subsampling="4:2:0"))
+            sets[name] = crops
         elif name.startswith("bsds500"):
             files = sorted((SHARED_DATA / "BSDS500").rglob("*.jpg"))
             if not files:

@@ -39,7 +39,7 @@ from common import best_time, file_sets, machine, markdown_table, megapixels  # 
 from kdecode.errors import KdecodeError  # noqa: E402
 from kdecode.models.registry import shipped_cards  # noqa: E402
 
-DEFAULT_SETS = ["bsds500-q10", "bsds500-q50", "bsds500-q90", "live1-q10", "photo3840x2160-q90"]
+DEFAULT_SETS = ["bsds500-q10", "bsds500-q50", "bsds500-q90", "live1-q10", "photo3840x2160-q90", "crops64-q75"]
 
 
 def pillow_decode(data: bytes):

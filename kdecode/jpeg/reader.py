@@ -59,11 +59,11 @@ class Settings:
             return max(1, int(self.decode_threads))
         import torch
 
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return max(1, min(cpus, 8, torch.get_num_threads()))
+        return max(1, min(_CPUS, 8, torch.get_num_threads()))
 
 
 settings = Settings()
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _load_source(src: Source) -> tuple[bytes, str | None, str]:
@@ -347,7 +347,7 @@ def _check_grid(planes: list, qtables: np.ndarray, header: JpegHeader, name: str
         if blocks.shape != (bh, bw, 8, 8):
             raise KdecodeError(name, f"reader returned blocks {blocks.shape} for component {i}, "
                                f"expected {(bh, bw, 8, 8)}")
-    if qtables.shape != (len(planes), 8, 8) or not qtables.all():
+    if qtables.shape != (len(planes), 8, 8) or np.count_nonzero(qtables) != qtables.size:  # cheaper than all()
         i = next((i for i, q in enumerate(qtables) if not q.all()), 0)
         raise CorruptJpegError(name, f"component {i} has no valid quantization table")
 
