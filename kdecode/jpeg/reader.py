@@ -41,7 +41,7 @@ class Settings:
     scans would re-walk the whole image for each; encoders' progressive scripts use about 10).
     ``None`` disables the check.
     ``decode_threads``: threads ``decode(model=None)`` may use for one image on CPU (its rows
-    cut into bands of at least 64K pixels, same result); ``None``: as many as torch's
+    cut into bands of at least 128K pixels, same result); ``None``: as many as torch's
     intra-op threads (``torch.get_num_threads()``: one in a ``DataLoader`` worker, so that worker
     processes do not oversubscribe the cores), at most the process's CPUs and 8; 1: the calling
     thread only. ``decode_batch`` and ``decode_iter`` decode each image on one
