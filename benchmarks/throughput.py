@@ -263,13 +263,13 @@ def plot(rows: list[list], path: Path, title: str) -> bool:
     return True
 
 
-def _timed(fn, files: list[bytes], per_file: bool, device: str, repeat: int, min_time: float, failed: dict,
+def _timed(fn, files: list[bytes], per_file: bool, device: str, min_time: float, failed: dict,
            label: str) -> tuple[float | None, float]:
-    """(best time of ``fn``'s pass over ``files``, peak MB), or (None, 0) after recording a
-    failure (e.g. out of memory: the row says so, the run goes on)."""
+    """(time of one round of ``fn``'s passes over ``files``, peak MB), or (None, 0) after
+    recording a failure (e.g. out of memory: the row says so, the run goes on)."""
     try:
         with PeakMemory(device == "cuda") as mem:
-            t = best_time(fn, files if per_file else [files], repeat, min_time)
+            t = best_time(fn, files if per_file else [files], 1, min_time)
         return t, mem.peak
     except (RuntimeError, KdecodeError) as exc:
         from tqdm import tqdm
@@ -348,7 +348,7 @@ def main(argv=None) -> int:
             for label, device, per_file, fn, _limit in fast:
                 if label in failed:
                     continue
-                t, mem = _timed(fn, files, per_file, device, 1, args.min_time, failed, label)
+                t, mem = _timed(fn, files, per_file, device, args.min_time, failed, label)
                 if t is not None:
                     best[label] = min(best.get(label, t), t)
                     peak[label] = max(peak.get(label, 0.0), mem)
@@ -356,7 +356,7 @@ def main(argv=None) -> int:
         for label, device, per_file, fn, limit in tqdm(cands, desc=set_name, unit="decoder", leave=False, disable=None):
             subset = files[:limit] if limit else files
             if limit and label not in failed:
-                t, mem = _timed(fn, subset, per_file, device, 1, 0.0, failed, label)
+                t, mem = _timed(fn, subset, per_file, device, 0.0, failed, label)
                 if t is not None:
                     best[label], peak[label] = t, mem
             if label in failed:

@@ -407,14 +407,17 @@ static inline const uint8_t *src_row(const Comp *c, Py_ssize_t i) {
     return c->plane + i * c->stride;
 }
 
+/* Block row `by` of the component's blocks into its plane. */
+static inline void transform_block_row(Comp *c, Py_ssize_t by) {
+    idct_row(&c->idct, c->blocks + by * c->bw * 64, (uint8_t *)c->plane + by * 8 * c->stride, c->stride, c->bw);
+}
+
 /* Make sure plane rows up to `i` (clipped to the plane) hold samples. */
 static inline void need_row(Comp *c, Py_ssize_t i) {
     if (!c->blocks) return;
     Py_ssize_t by = (i < c->ch ? i : c->ch - 1) / 8 + 1;
     if (by > c->stop) by = c->stop; /* the rows beyond were transformed before the bands started */
-    for (; c->done < by; c->done++)
-        idct_row(&c->idct, c->blocks + c->done * c->bw * 64, (uint8_t *)c->plane + c->done * 8 * c->stride, c->stride,
-                 c->bw);
+    for (; c->done < by; c->done++) transform_block_row(c, c->done);
 }
 
 /* The 3:1 triangle filter of the fancy upsamplers along a row: s[-1..n] (edges replicated by
@@ -639,9 +642,7 @@ static int upsample_color_image(Comp *comps, int n, uint8_t *out, Py_ssize_t hei
             Comp *c = &b[t].comps[k];
             if (!c->blocks) continue;
             Py_ssize_t edge = b[t].r0 / c->vf / 8, lo = edge - 1, hi = edge + 1 < c->bh ? edge + 1 : c->bh;
-            for (Py_ssize_t by = lo; by < hi; by++)
-                idct_row(&c->idct, c->blocks + by * c->bw * 64, (uint8_t *)c->plane + by * 8 * c->stride, c->stride,
-                         c->bw);
+            for (Py_ssize_t by = lo; by < hi; by++) transform_block_row(c, by);
             b[t - 1].comps[k].stop = lo;
             c->done = hi;
         }

@@ -44,8 +44,8 @@ class Settings:
     cut into bands of at least 128K pixels, same result); ``None``: as many as torch's
     intra-op threads (``torch.get_num_threads()``: one in a ``DataLoader`` worker, so that worker
     processes do not oversubscribe the cores), at most the process's CPUs and 8; 1: the calling
-    thread only. ``decode_batch`` and ``decode_iter`` decode each image on one
-    thread: they already run images side by side.
+    thread only. ``decode_batch`` and ``decode_iter`` run images side by side, one thread each
+    (a list of fewer images than workers gives each image the spare workers instead).
     """
 
     max_image_pixels: int | None = 2 * 89_478_485
