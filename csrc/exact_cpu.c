@@ -5,6 +5,11 @@
  * same integer arithmetic step for step (int32, wrapping like torch: built with -fwrapv), so
  * tests/test_exact_cpu.py can demand identical output. Both functions release the GIL, so a
  * thread pool decodes images in parallel.
+ *
+ * One image can use several threads: bands of rows (upsample_color_image), or, fed block row by
+ * block row by an entropy decoder on another thread (RowFeed), the rows as their blocks arrive.
+ * kdecode._jpegnative compiles this file in (KDECODE_PIXEL_STAGE_ONLY) to do the latter while
+ * libjpeg reads a file; tools/sanitize_exact_cpu.sh runs both under ThreadSanitizer.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,6 +33,9 @@
 #else
 #define HOT
 #endif
+
+/* What kdecode._exactcpu compiles but only kdecode._jpegnative calls (the streaming side). */
+#define MAYBE_UNUSED __attribute__((unused))
 
 /* jidctint.c constants: FIX(x) = round(x * 2^13). */
 #define CONST_BITS 13
@@ -399,7 +407,114 @@ typedef struct {
     Idct idct;
     Py_ssize_t bh, bw;
     Py_ssize_t done, stop; /* block rows [done, stop) are this thread's to transform, in order */
+    /* Streaming (see RowFeed): the blocks arrive while this decodes; `avail` block rows are
+     * known to be final. NULL feed: every block row is final from the start. */
+    struct RowFeed *feed;
+    int index;             /* this component's slot in feed->ready */
+    Py_ssize_t avail;
 } Comp;
+
+/* Block rows handed over by an entropy decoder running on another thread (kdecode._jpegnative
+ * decodes a single-scan file and its pixels side by side): ready[k] block rows of component k
+ * are final; `failed` says no more will come. Both are read and written atomically; a waiter
+ * that finds too few rows spins a little (the next block row is microseconds away), then sleeps
+ * on `cond`, counted in `sleepers` so that the decoder wakes it only when someone sleeps. */
+typedef struct RowFeed {
+#ifdef HAVE_THREADS
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+#endif
+    Py_ssize_t ready[4];
+    int failed, sleepers;
+    /* Output rows below `claimed` are the pixel thread's; it stops at `end`, where the decoder's
+     * thread, done with its own work, took the rest (feed_help). Guarded by `lock`. */
+    Py_ssize_t claimed, end;
+} RowFeed;
+
+#define FEED_SPINS 4000 /* some tens of microseconds of polling before sleeping */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+MAYBE_UNUSED static void feed_init(RowFeed *f) {
+    memset(f, 0, sizeof *f);
+    f->end = PY_SSIZE_T_MAX;
+#ifdef HAVE_THREADS
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cond, NULL);
+#endif
+}
+
+MAYBE_UNUSED static void feed_destroy(RowFeed *f) {
+#ifdef HAVE_THREADS
+    pthread_mutex_destroy(&f->lock);
+    pthread_cond_destroy(&f->cond);
+#endif
+}
+
+/* The decoder's side: `rows` block rows of component `k` are final, or (k < 0) none will come.
+ * Only the decoder's thread calls this. */
+MAYBE_UNUSED static void feed_publish(RowFeed *f, int k, Py_ssize_t rows) {
+    if (k < 0)
+        __atomic_store_n(&f->failed, 1, __ATOMIC_SEQ_CST);
+    else if (rows > f->ready[k])
+        __atomic_store_n(&f->ready[k], rows, __ATOMIC_SEQ_CST);
+    else
+        return;
+#ifdef HAVE_THREADS
+    if (__atomic_load_n(&f->sleepers, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&f->lock);
+        pthread_cond_broadcast(&f->cond);
+        pthread_mutex_unlock(&f->lock);
+    }
+#endif
+}
+
+#define FEED_CLAIM_ROWS 8 /* output rows the pixel thread claims at a time */
+
+/* The pixel thread's side, at output row r: it may decode the rows below the returned one (at
+ * most FEED_CLAIM_ROWS from r; none when the decoder's thread took the rest, feed_help). */
+static Py_ssize_t feed_claim(RowFeed *f, Py_ssize_t r) {
+#ifdef HAVE_THREADS
+    pthread_mutex_lock(&f->lock);
+    Py_ssize_t upto = r + FEED_CLAIM_ROWS < f->end ? r + FEED_CLAIM_ROWS : f->end;
+    if (upto > f->claimed) f->claimed = upto;
+    pthread_mutex_unlock(&f->lock);
+    return upto;
+#else
+    (void)f;
+    return r + FEED_CLAIM_ROWS;
+#endif
+}
+
+/* Wait until block rows [0, by) of `c` are final; 0 when the decoder failed first. */
+static int feed_wait(Comp *c, Py_ssize_t by) {
+    RowFeed *f = c->feed;
+    for (int spin = 0; spin < FEED_SPINS; spin++) {
+        Py_ssize_t ready = __atomic_load_n(&f->ready[c->index], __ATOMIC_SEQ_CST);
+        if (ready >= by) {
+            c->avail = ready;
+            return 1;
+        }
+        if (__atomic_load_n(&f->failed, __ATOMIC_SEQ_CST)) return 0;
+        cpu_relax();
+    }
+#ifdef HAVE_THREADS
+    pthread_mutex_lock(&f->lock);
+    __atomic_add_fetch(&f->sleepers, 1, __ATOMIC_SEQ_CST);
+    /* The decoder stores, then reads `sleepers`; this adds to `sleepers`, then reads: one of the
+     * two sees the other's write, so a waiter never sleeps through the last wake-up. */
+    while (__atomic_load_n(&f->ready[c->index], __ATOMIC_SEQ_CST) < by && !__atomic_load_n(&f->failed, __ATOMIC_SEQ_CST))
+        pthread_cond_wait(&f->cond, &f->lock);
+    __atomic_sub_fetch(&f->sleepers, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&f->lock);
+#endif
+    c->avail = __atomic_load_n(&f->ready[c->index], __ATOMIC_SEQ_CST);
+    return !__atomic_load_n(&f->failed, __ATOMIC_SEQ_CST);
+}
 
 static inline const uint8_t *src_row(const Comp *c, Py_ssize_t i) {
     if (i < 0) i = 0;
@@ -412,12 +527,15 @@ static inline void transform_block_row(Comp *c, Py_ssize_t by) {
     idct_row(&c->idct, c->blocks + by * c->bw * 64, (uint8_t *)c->plane + by * 8 * c->stride, c->stride, c->bw);
 }
 
-/* Make sure plane rows up to `i` (clipped to the plane) hold samples. */
-static inline void need_row(Comp *c, Py_ssize_t i) {
-    if (!c->blocks) return;
+/* Make sure plane rows up to `i` (clipped to the plane) hold samples; 0 when they never will
+ * (the streaming decoder failed). */
+static inline int need_row(Comp *c, Py_ssize_t i) {
+    if (!c->blocks) return 1;
     Py_ssize_t by = (i < c->ch ? i : c->ch - 1) / 8 + 1;
     if (by > c->stop) by = c->stop; /* the rows beyond were transformed before the bands started */
+    if (by > c->avail && c->feed && !feed_wait(c, by)) return 0;
     for (; c->done < by; c->done++) transform_block_row(c, c->done);
+    return 1;
 }
 
 /* The 3:1 triangle filter of the fancy upsamplers along a row: s[-1..n] (edges replicated by
@@ -548,16 +666,20 @@ __attribute__((target("avx2"))) static void ycc_to_rgb_row_avx2(const uint8_t *y
 #endif
 
 /* The output image: `pb` bytes per pixel, n (the components: 1, 3 or 4) or 4 (3 components
- * written as Pillow stores RGB: R, G, B, 255). */
+ * written as Pillow stores RGB: R, G, B, 255). Streaming (a feed), it stops early when the
+ * decoder fails (rows left unwritten) or takes the rest of the rows (feed_help). */
 static void upsample_color_rows(Comp *comps, int n, uint8_t *out, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t width,
                                 int convert, int pb) {
 #ifdef HAVE_AVX2
     const int avx2 = use_avx2();
 #endif
+    RowFeed *feed = comps[0].feed;
+    Py_ssize_t granted = feed ? r0 : r1; /* streaming: rows below it are this thread's */
     for (Py_ssize_t r = r0; r < r1; r++) {
         const uint8_t *rows[4];
+        if (r >= granted && (granted = feed_claim(feed, r)) <= r) return;
         for (int k = 0; k < n; k++) {
-            need_row(&comps[k], r / comps[k].vf + 1); /* + 1: the fancy filters' next row */
+            if (!need_row(&comps[k], r / comps[k].vf + 1)) return; /* + 1: the fancy filters' next row */
             rows[k] = upsampled_row(&comps[k], r, width);
         }
         uint8_t *dst = out + r * width * pb;
@@ -597,6 +719,57 @@ static void *run_band(void *arg) {
     Band *b = (Band *)arg;
     upsample_color_rows(b->comps, b->n, b->out, b->r0, b->r1, b->width, b->convert, b->pb);
     return NULL;
+}
+
+/* Streaming, the decoder's thread once it has published every block row: it takes the bottom
+ * half of the rows the pixel thread has not claimed yet and decodes them here, with planes of
+ * its own (so the two threads never write the same memory; the block rows at the split are
+ * transformed by both). `comps`: the pixel thread's components as they were before it started
+ * (not its live ones, which it is changing). Returns 0, or -1 when out of memory (then the pixel
+ * thread does all the rows). */
+#define FEED_HELP_MIN_ROWS 32 /* fewer rows left: not worth a split */
+
+MAYBE_UNUSED static int feed_help(RowFeed *f, const Comp *comps, int n, uint8_t *out, Py_ssize_t height,
+                                  Py_ssize_t width, int convert, int pb) {
+#ifdef HAVE_THREADS
+    Comp mine[4];
+    int ok = 1;
+    memset(mine, 0, sizeof mine);
+    for (int k = 0; k < n; k++) {
+        Comp *c = &mine[k];
+        *c = comps[k];
+        c->feed = NULL;
+        c->plane = (const uint8_t *)malloc((size_t)(c->bh * 8 * c->stride));
+        c->row = (uint8_t *)malloc((size_t)(c->hf * c->cw + 8));
+        c->sums = (int16_t *)malloc((size_t)(c->cw + 2) * sizeof(int16_t));
+        if (!c->plane || !c->row || !c->sums) ok = 0;
+    }
+    Py_ssize_t split = height;
+    if (ok) {
+        pthread_mutex_lock(&f->lock);
+        split = f->claimed + (height - f->claimed) / 2;
+        if (height - split >= FEED_HELP_MIN_ROWS) f->end = split;
+        else split = height;
+        pthread_mutex_unlock(&f->lock);
+    }
+    if (split < height) {
+        for (int k = 0; k < n; k++) { /* from the block row of the first sample row the filters read */
+            Py_ssize_t first = split / mine[k].vf - 1;
+            mine[k].done = (first > 0 ? first : 0) / 8;
+            mine[k].stop = mine[k].bh;
+        }
+        upsample_color_rows(mine, n, out, split, height, width, convert, pb);
+    }
+    for (int k = 0; k < n; k++) {
+        free((void *)mine[k].plane);
+        free(mine[k].row);
+        free(mine[k].sums);
+    }
+    return ok ? 0 : -1;
+#else
+    (void)f, (void)comps, (void)n, (void)out, (void)height, (void)width, (void)convert, (void)pb;
+    return 0;
+#endif
 }
 
 /* The output rows in `bands` bands of about equal height, each on its own thread (the calling
@@ -665,6 +838,75 @@ static int upsample_color_image(Comp *comps, int n, uint8_t *out, Py_ssize_t hei
     return ok ? 0 : -1;
 }
 
+/* ---- Components from their geometry ---------------------------------------------------------- */
+
+/* Check a component's geometry (set by the caller: ch, cw, hf, vf, mode, stride, and bh, bw
+ * when decoding from blocks) against the output size, and give it its buffers: row buffers,
+ * and from blocks its plane. 0, or -1 with a Python exception set (needs the GIL). */
+static int comp_setup(Comp *c, Py_ssize_t height, Py_ssize_t width, int from_blocks) {
+    if (c->ch < 1 || c->cw < 1 || c->hf < 1 || c->vf < 1 || c->stride < c->cw || c->mode < 0 || c->mode > 3
+        || c->cw * c->hf < width || c->ch * c->vf < height || (from_blocks && c->bh * 8 < c->ch)) {
+        PyErr_SetString(PyExc_ValueError, "invalid component geometry");
+        return -1;
+    }
+    if (from_blocks) {
+        c->plane = (const uint8_t *)malloc((size_t)(c->bh * 8 * c->stride));
+        c->stop = c->bh;
+    }
+    c->row = (uint8_t *)malloc((size_t)(c->hf * c->cw + 8));
+    c->sums = (int16_t *)malloc((size_t)(c->cw + 2) * sizeof(int16_t));
+    if ((from_blocks && !c->plane) || !c->row || !c->sums) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* The output layouts: 1, 3 or 4 components, `pb` bytes a pixel (as many, or 4 for 3: R, G, B,
+ * 255), YCbCr conversion only for 3. 0, or -1 with a Python exception set. */
+static int check_layout(Py_ssize_t n, int pb, int convert) {
+    if ((n != 1 && n != 3 && n != 4) || (pb != n && !(n == 3 && pb == 4)) || (convert && n != 3)) {
+        PyErr_Format(PyExc_ValueError, "expected 1, 3 or 4 components, as many (or 4) bytes a pixel and YCbCr "
+                     "conversion only for 3, got %zd, %d, %d", n, pb, convert);
+        return -1;
+    }
+    return 0;
+}
+
+/* Free what comp_setup() allocated (any of it; a zeroed Comp has nothing). */
+static void comp_release(Comp *c, int from_blocks) {
+    free(c->row);
+    free(c->sums);
+    if (from_blocks) free((void *)c->plane);
+    c->row = NULL, c->sums = NULL;
+    if (from_blocks) c->plane = NULL;
+}
+
+/* Once, at module init, in every module that compiles this file. */
+static void pixel_stage_init(void) {
+#ifdef HAVE_AVX2
+    init_rgb_spread();
+#endif
+}
+
+#define SET_SIMD_DOC "set_simd(on) -> bool: allow the hand-written AVX2 paths (where the CPU has AVX2) or force the " \
+                     "portable ones; returns whether they were in use"
+
+static PyObject *py_set_simd(PyObject *self, PyObject *arg) {
+    (void)self;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+#ifdef HAVE_AVX2
+    int was = avx2_allowed && __builtin_cpu_supports("avx2");
+    avx2_allowed = on;
+    return PyBool_FromLong(was);
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+#ifndef KDECODE_PIXEL_STAGE_ONLY /* kdecode._jpegnative compiles this file in for the stage alone */
+
 /* ---- Python bindings ------------------------------------------------------------------------- */
 
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t need, const char *what) {
@@ -712,10 +954,9 @@ static PyObject *pixel_stage(PyObject *args, int from_blocks) {
     if (!fast) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     if (pb == 0) pb = (int)n;
-    if ((n != 1 && n != 3 && n != 4) || (pb != n && !(n == 3 && pb == 4)) || (convert && n != 3)) {
+    if (check_layout(n, pb, convert) < 0) {
         Py_DECREF(fast);
-        return PyErr_Format(PyExc_ValueError, "expected 1, 3 or 4 components, as many (or 4) bytes a pixel and YCbCr "
-                            "conversion only for 3, got %zd, %d, %d", n, pb, convert);
+        return NULL;
     }
     Comp comps[4];
     Py_buffer views[4][2], o;
@@ -728,30 +969,18 @@ static PyObject *pixel_stage(PyObject *args, int from_blocks) {
                                             &c->vf, &c->mode)
                         : !PyArg_ParseTuple(item, "Onnnnni", &po, &c->stride, &c->ch, &c->cw, &c->hf, &c->vf,
                                             &c->mode)) { ok = 0; break; }
-        if (from_blocks) c->stride = c->bw * 8;
-        if (c->ch < 1 || c->cw < 1 || c->hf < 1 || c->vf < 1 || c->stride < c->cw || c->mode < 0 || c->mode > 3
-            || c->cw * c->hf < width || c->ch * c->vf < height || (from_blocks && c->bh * 8 < c->ch)) {
-            PyErr_SetString(PyExc_ValueError, "invalid component geometry");
-            ok = 0;
-            break;
-        }
         if (from_blocks) {
+            c->stride = c->bw * 8;
             if (get_buffer(po, &views[k][0], 0, c->bh * c->bw * 64 * 2, "blocks") < 0) { ok = 0; break; }
             if (get_buffer(qo, &views[k][1], 0, 64 * 4, "qtable") < 0) { PyBuffer_Release(&views[k][0]); ok = 0; break; }
-            got++;
             c->blocks = (const int16_t *)views[k][0].buf;
             idct_init(&c->idct, (const int32_t *)views[k][1].buf);
-            c->plane = (const uint8_t *)malloc((size_t)(c->bh * 8 * c->stride));
-            c->stop = c->bh;
-            if (!c->plane) PyErr_NoMemory(), ok = 0;
         } else {
             if (get_buffer(po, &views[k][0], 0, (c->ch - 1) * c->stride + c->cw, "plane") < 0) { ok = 0; break; }
-            got++;
             c->plane = (const uint8_t *)views[k][0].buf;
         }
-        c->row = (uint8_t *)malloc((size_t)(c->hf * c->cw + 8));
-        c->sums = (int16_t *)malloc((size_t)(c->cw + 2) * sizeof(int16_t));
-        if (!c->row || !c->sums) PyErr_NoMemory(), ok = 0;
+        got++;
+        if (comp_setup(c, height, width, from_blocks) < 0) ok = 0;
     }
     if (ok && get_buffer(oo, &o, 1, height * width * pb, "out") < 0) ok = 0;
     if (ok) {
@@ -761,11 +990,7 @@ static PyObject *pixel_stage(PyObject *args, int from_blocks) {
         if (!ok) PyErr_NoMemory();
         PyBuffer_Release(&o);
     }
-    for (int k = 0; k < 4; k++) {
-        free(comps[k].row);
-        free(comps[k].sums);
-        if (from_blocks) free((void *)comps[k].plane); /* NULL where never allocated */
-    }
+    for (int k = 0; k < 4; k++) comp_release(&comps[k], from_blocks);
     for (int k = 0; k < got; k++) {
         PyBuffer_Release(&views[k][0]);
         if (from_blocks) PyBuffer_Release(&views[k][1]);
@@ -779,22 +1004,8 @@ static PyObject *py_upsample_color(PyObject *self, PyObject *args) { return pixe
 
 static PyObject *py_decode(PyObject *self, PyObject *args) { return pixel_stage(args, 1); }
 
-static PyObject *py_set_simd(PyObject *self, PyObject *arg) {
-    int on = PyObject_IsTrue(arg);
-    if (on < 0) return NULL;
-#ifdef HAVE_AVX2
-    int was = avx2_allowed && __builtin_cpu_supports("avx2");
-    avx2_allowed = on;
-    return PyBool_FromLong(was);
-#else
-    Py_RETURN_FALSE;
-#endif
-}
-
 static PyMethodDef methods[] = {
-    {"set_simd", py_set_simd, METH_O,
-     "set_simd(on) -> bool: allow the hand-written AVX2 paths (where the CPU has AVX2) or force the portable "
-     "ones; returns whether they were in use"},
+    {"set_simd", py_set_simd, METH_O, SET_SIMD_DOC},
     {"idct_islow", py_idct_islow, METH_VARARGS,
      "idct_islow(blocks int16 [bh,bw,8,8], qtable int32 [64], out uint8 [bh*8, bw*8], bh, bw)"},
     {"upsample_color", py_upsample_color, METH_VARARGS,
@@ -812,8 +1023,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_exactcpu",
                                     "Exact pixel stage on CPU (islow IDCT, fancy upsampling, colour).", -1, methods};
 
 PyMODINIT_FUNC PyInit__exactcpu(void) {
-#ifdef HAVE_AVX2
-    init_rgb_spread();
-#endif
+    pixel_stage_init();
     return PyModule_Create(&module);
 }
+
+#endif /* KDECODE_PIXEL_STAGE_ONLY */

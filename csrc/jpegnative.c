@@ -11,8 +11,13 @@
  *   before and released after the decoding section.
  * - Resource guards: the only image-sized memory is the caller's arrays, sized from the frame
  *   header the marker parser checked against the pixel limit (libjpeg's own allocations here
- *   are tables and decoder state); the progress monitor stops a file with more than max_scans
- *   scans (a progressive file with thousands of scans would re-walk the image for each).
+ *   are tables and decoder state), and the pixel stage's component planes, sized from the same
+ *   checked grids; the progress monitor stops a file with more than max_scans scans (a
+ *   progressive file with thousands of scans would re-walk the image for each).
+ *
+ * read(..., pixels) also decodes the image exactly (the pixel stage of csrc/exact_cpu.c, compiled
+ * in): for a file of one scan on a second thread that follows the entropy decoder block row by
+ * block row, so the two halves of the work overlap; otherwise after the read.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -23,6 +28,11 @@
 
 #include <jpeglib.h>
 #include <jerror.h>
+
+/* The exact pixel stage (IDCT, upsampling, colour) without its Python module: one
+   implementation, which kdecode._exactcpu also builds on its own. */
+#define KDECODE_PIXEL_STAGE_ONLY
+#include "exact_cpu.c"
 
 /* Outcome of read_blocks(), mapped to kdecode exceptions on the Python side. */
 enum {
@@ -103,6 +113,7 @@ struct jvirt_barray_control {
     JDIMENSION own_rows, own_blocks_per_row; /* the component's own grid */
     JDIMENSION first_undef_row;  /* rows below it are zeroed (or decoded) */
     JDIMENSION packed_rows;      /* rows below it are moved to the unpadded layout, see pack_rows() */
+    int index;                   /* the component's */
 };
 
 /* Zero rows up to `end` that nothing has written yet. Done as libjpeg first reaches them, so the
@@ -144,8 +155,113 @@ typedef struct {
     int single_scan;          /* one scan with every component: rows above the one libjpeg asks for are final */
     int scans;                /* scans libjpeg read (the marker parser stops at the first) */
     unsigned int restart_interval; /* the last DRI's */
+    struct pixel_job *pixels; /* NULL: coefficients only */
     reader_error err;
 } read_job;
+
+/* read(..., pixels): the image decoded from the caller's planes into `out`. */
+typedef struct pixel_job {
+    uint8_t *out;
+    Py_ssize_t height, width;
+    int n, convert, pb, bands, stream;
+    Comp comps[4];          /* the pixel thread's */
+    Comp idle[4];           /* their copy before it started (feed_help's template: the thread
+                               changes its own as it goes) */
+    int32_t qtables[4][64]; /* the Idct of each component points here */
+    int started;            /* tables set up (and, streaming, the thread running) */
+    int streaming;          /* stream asked for and a single scan; cleared if no thread starts */
+    int out_of_memory;
+    RowFeed feed;
+#ifdef HAVE_THREADS
+    pthread_t thread;
+#endif
+} pixel_job;
+
+#ifdef HAVE_THREADS
+static void *pixel_thread(void *arg)
+{
+    pixel_job *p = (pixel_job *)arg;
+    upsample_color_rows(p->comps, p->n, p->out, 0, p->height, p->width, p->convert, p->pb);
+    return NULL;
+}
+#endif
+
+/* job->qtables: the table latched when each component's first scan began, the one its blocks
+   were quantized with, even if the file redefines that slot later. A component that no scan
+   reached (truncated file) falls back to the slot's current table. */
+static void latch_qtables(read_job *job, j_decompress_ptr cinfo)
+{
+    int ci, k;
+    for (ci = 0; ci < cinfo->num_components && ci < job->n_planes; ci++) {
+        jpeg_component_info *comp = &cinfo->comp_info[ci];
+        JQUANT_TBL *qtable = comp->quant_table ? comp->quant_table : cinfo->quant_tbl_ptrs[comp->quant_tbl_no];
+        for (k = 0; k < DCTSIZE2; k++)
+            job->qtables[ci * DCTSIZE2 + k] = qtable ? qtable->quantval[k] : 0;
+    }
+}
+
+/* Set the pixel stage up once the tables are known: when a single scan starts (then its thread
+   starts too), or after the read. */
+static void pixels_start(read_job *job, j_decompress_ptr cinfo)
+{
+    pixel_job *p = job->pixels;
+    int k, i;
+    latch_qtables(job, cinfo);
+    for (k = 0; k < p->n; k++) {
+        for (i = 0; i < DCTSIZE2; i++)
+            p->qtables[k][i] = job->qtables[k * DCTSIZE2 + i];
+        p->comps[k].blocks = (const int16_t *)job->planes[k].buf;
+        idct_init(&p->comps[k].idct, p->qtables[k]);
+    }
+    p->started = 1;
+#ifdef HAVE_THREADS
+    if (p->streaming) {
+        for (k = 0; k < p->n; k++) {
+            p->comps[k].feed = &p->feed;
+            p->comps[k].index = k;
+        }
+        memcpy(p->idle, p->comps, sizeof p->idle);
+        if (pthread_create(&p->thread, NULL, pixel_thread, p) != 0) {
+            p->streaming = 0; /* no thread to be had: the stage runs after the read */
+            for (k = 0; k < p->n; k++)
+                p->comps[k].feed = NULL;
+        }
+    }
+#endif
+}
+
+/* After the read (ok) or a failure: finish the pixel stage, or stop its thread. */
+static void pixels_finish(read_job *job, j_decompress_ptr cinfo, int ok)
+{
+    pixel_job *p = job->pixels;
+    int k;
+    if (!p)
+        return;
+#ifdef HAVE_THREADS
+    if (p->started && p->streaming) {
+        if (ok) {
+            for (k = 0; k < p->n; k++)
+                feed_publish(&p->feed, k, p->comps[k].bh);
+            /* This thread is free now: it decodes part of the rows the pixel thread has not
+               reached (out of memory: it leaves them all to that thread). */
+            feed_help(&p->feed, p->idle, p->n, p->out, p->height, p->width, p->convert, p->pb);
+        } else {
+            feed_publish(&p->feed, -1, 0);
+        }
+        pthread_join(p->thread, NULL);
+        p->streaming = 0;
+        return;
+    }
+#endif
+    if (!ok)
+        return;
+    if (!p->started) { /* not a single scan: all the blocks are here now */
+        p->streaming = 0;
+        pixels_start(job, cinfo);
+    }
+    if (upsample_color_image(p->comps, p->n, p->out, p->height, p->width, p->convert, p->pb, p->bands) < 0)
+        p->out_of_memory = 1;
+}
 
 /*
  * jpeg_read_coefficients asks the memory manager for one whole-image block array per component
@@ -187,6 +303,7 @@ static jvirt_barray_ptr request_caller_barray(j_common_ptr cinfo, int pool_id, b
     array->own_blocks_per_row = ((j_decompress_ptr)cinfo)->comp_info[job->n_requested - 1].width_in_blocks;
     array->first_undef_row = 0;
     array->packed_rows = 0;
+    array->index = job->n_requested - 1;
     for (row = 0; row < n_rows; row++)
         array->rows[row] = (JBLOCKROW)plane->buf + (size_t)row * blocks_per_row;
     return array;
@@ -204,11 +321,19 @@ static JBLOCKARRAY access_caller_barray(j_common_ptr cinfo, jvirt_barray_ptr arr
     if (start_row > array->n_rows || n_rows > array->n_rows - start_row)
         ERREXIT(cinfo, JERR_BAD_VIRTUAL_ACCESS);
     /* A single scan decodes the rows in order, once: pack the finished ones while they are
-       still in cache (a progressive file revisits every row; it is packed at the end). */
-    if (((read_job *)cinfo->client_data)->single_scan) {
+       still in cache (a progressive file revisits every row; it is packed at the end), and hand
+       them to the pixel thread. */
+    read_job *job = (read_job *)cinfo->client_data;
+    if (job->single_scan) {
         if (start_row < array->packed_rows) /* never: a single scan goes forward */
             ERREXIT(cinfo, JERR_BAD_VIRTUAL_ACCESS);
         pack_rows(array, start_row);
+        if (job->pixels && !job->pixels->started) /* the scan has begun: its tables are latched */
+            pixels_start(job, (j_decompress_ptr)cinfo);
+#ifdef HAVE_THREADS
+        if (job->pixels && job->pixels->streaming)
+            feed_publish(&job->pixels->feed, array->index, array->packed_rows);
+#endif
     }
     define_rows(array, start_row + n_rows);
     return array->rows + start_row;
@@ -227,6 +352,7 @@ static void read_blocks(read_job *job)
     job->err.pub.emit_message = on_emit_message;
     job->err.pub.output_message = on_output_message;
     if (setjmp(job->err.jump)) {
+        pixels_finish(job, &cinfo, 0);
         jpeg_destroy_decompress(&cinfo);
         return;
     }
@@ -246,6 +372,8 @@ static void read_blocks(read_job *job)
         fail((j_common_ptr)&cinfo, STATUS_MISMATCH);
     }
     job->single_scan = !cinfo.progressive_mode && cinfo.comps_in_scan == cinfo.num_components;
+    if (job->pixels)
+        job->pixels->streaming = job->single_scan && job->pixels->stream;
     coef_arrays = jpeg_read_coefficients(&cinfo);
     if (job->n_requested != job->n_planes) {
         snprintf(job->err.message, sizeof job->err.message, "libjpeg decoded %d of %d components",
@@ -254,10 +382,7 @@ static void read_blocks(read_job *job)
     }
 
     for (ci = 0; ci < cinfo.num_components; ci++) {
-        jpeg_component_info *comp = &cinfo.comp_info[ci];
         Py_buffer *plane = &job->planes[ci];
-        JQUANT_TBL *qtable;
-        int k;
 
         if ((void *)coef_arrays[ci]->rows[0] != plane->buf) {
             snprintf(job->err.message, sizeof job->err.message, "libjpeg returned component %d out of order", ci);
@@ -266,20 +391,16 @@ static void read_blocks(read_job *job)
         define_rows(coef_arrays[ci], coef_arrays[ci]->n_rows); /* rows no scan reached */
         /* The caller keeps the first blocks_h * blocks_w blocks: the unpadded grid, row-major. */
         pack_rows(coef_arrays[ci], coef_arrays[ci]->own_rows);
-        /* The table latched when the component's first scan began: the one its blocks were
-           quantized with, even if the file redefines that slot later. A component that no
-           scan reached (truncated file) falls back to the slot's current table. */
-        qtable = comp->quant_table ? comp->quant_table : cinfo.quant_tbl_ptrs[comp->quant_tbl_no];
-        for (k = 0; k < DCTSIZE2; k++)
-            job->qtables[ci * DCTSIZE2 + k] = qtable ? qtable->quantval[k] : 0;
     }
+    latch_qtables(job, &cinfo);
+    pixels_finish(job, &cinfo, 1);
     job->scans = cinfo.input_scan_number;
     job->restart_interval = cinfo.restart_interval;
     jpeg_destroy_decompress(&cinfo);
 }
 
 PyDoc_STRVAR(read_doc,
-"read(data, planes, qtables, max_scans, stop_on_warning)\n"
+"read(data, planes, qtables, max_scans, stop_on_warning[, pixels])\n"
 "    -> (status, warnings, message, scans, restart_interval)\n\n"
 "Entropy-decode the JPEG in `data` (bytes-like) into `planes` (one C-contiguous int16\n"
 "[blocks_h, blocks_w, 8, 8] array per component, sized from the frame header and padded to\n"
@@ -288,7 +409,64 @@ PyDoc_STRVAR(read_doc,
 "status: 0 ok, 1 libjpeg error, 2 corrupt-data warning (stop_on_warning), 3 too many scans,\n"
 "4 libjpeg's frame differs from the planes; warnings: corrupt-data warnings counted;\n"
 "message: libjpeg's message for the error or the first warning; scans: scans read;\n"
-"restart_interval: the last DRI's (both 0 unless status is 0).");
+"restart_interval: the last DRI's (both 0 unless status is 0).\n"
+"pixels: None, or (out, height, width, convert, pixel_bytes, bands, stream, [(bh, bw, ch, cw, hf,\n"
+"vf, mode) per component]) to decode the image exactly into `out` (uint8 [height, width,\n"
+"pixel_bytes]; the arguments of kdecode._exactcpu.decode, the blocks and tables being the ones\n"
+"read). stream: a single-scan file is decoded on a second thread as its blocks arrive; other\n"
+"files (and all without stream) after the read, in `bands` bands. `out` is complete when status\n"
+"is 0.");
+
+/* Parse read()'s `pixels` into `p` (with the GIL): geometry checked against the planes, buffers
+   allocated. 0, or -1 with an exception set; release_pixels() frees what was made either way. */
+static int setup_pixels(pixel_job *p, PyObject *args, Py_buffer *planes, int n_planes, Py_buffer *out)
+{
+    PyObject *out_obj, *comp_list;
+    Py_ssize_t k;
+    if (!PyArg_ParseTuple(args, "OnnpiipO!", &out_obj, &p->height, &p->width, &p->convert, &p->pb, &p->bands,
+                          &p->stream, &PyList_Type, &comp_list))
+        return -1;
+    p->n = (int)PyList_GET_SIZE(comp_list);
+    if (p->n != n_planes) {
+        PyErr_Format(PyExc_ValueError, "pixels: %d components for %d planes", p->n, n_planes);
+        return -1;
+    }
+    if (check_layout(p->n, p->pb, p->convert) < 0)
+        return -1;
+    for (k = 0; k < p->n; k++) {
+        Comp *c = &p->comps[k];
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(comp_list, k), "nnnnnni", &c->bh, &c->bw, &c->ch, &c->cw, &c->hf,
+                              &c->vf, &c->mode))
+            return -1;
+        c->stride = c->bw * 8;
+        if (c->bh < 1 || c->bw < 1 || c->bh * c->bw * 64 * 2 > planes[k].len) {
+            PyErr_SetString(PyExc_ValueError, "pixels: block grid larger than its plane");
+            return -1;
+        }
+        if (comp_setup(c, p->height, p->width, 1) < 0)
+            return -1;
+    }
+    if (PyObject_GetBuffer(out_obj, out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (p->height < 1 || p->width < 1 || out->len < p->height * p->width * p->pb) {
+        PyErr_SetString(PyExc_ValueError, "pixels: output buffer too small");
+        return -1;
+    }
+    p->out = (uint8_t *)out->buf;
+    feed_init(&p->feed);
+    return 0;
+}
+
+static void release_pixels(pixel_job *p, Py_buffer *out)
+{
+    int k;
+    for (k = 0; k < 4; k++)
+        comp_release(&p->comps[k], 1);
+    if (p->out)
+        feed_destroy(&p->feed);
+    if (out->obj)
+        PyBuffer_Release(out);
+}
 
 static PyObject *native_read(PyObject *self, PyObject *args)
 {
@@ -299,10 +477,15 @@ static PyObject *native_read(PyObject *self, PyObject *args)
     read_job job;
     (void)self;
 
-    if (!PyArg_ParseTuple(args, "y*O!w*ip", &data, &PyList_Type, &plane_list, &qtables,
-                          &max_scans, &stop_on_warning))
+    PyObject *pixel_args = Py_None;
+    pixel_job pixels;
+    Py_buffer out = {0};
+
+    if (!PyArg_ParseTuple(args, "y*O!w*ip|O", &data, &PyList_Type, &plane_list, &qtables,
+                          &max_scans, &stop_on_warning, &pixel_args))
         return NULL;
     memset(&job, 0, sizeof job);
+    memset(&pixels, 0, sizeof pixels);
     job.n_planes = (int)PyList_GET_SIZE(plane_list);
     if (job.n_planes < 1 || job.n_planes > 4 || qtables.len != (Py_ssize_t)job.n_planes * 64 * 2) {
         PyErr_SetString(PyExc_ValueError, "need 1 to 4 planes and a uint16 [n, 8, 8] qtables array");
@@ -325,6 +508,10 @@ static PyObject *native_read(PyObject *self, PyObject *args)
             goto done;
         }
     }
+    if (pixel_args != Py_None && setup_pixels(&pixels, pixel_args, planes, job.n_planes, &out) < 0)
+        goto done;
+    if (pixel_args != Py_None)
+        job.pixels = &pixels;
     job.data = data.buf;
     job.size = (size_t)data.len;
     job.planes = planes;
@@ -336,9 +523,13 @@ static PyObject *native_read(PyObject *self, PyObject *args)
     read_blocks(&job);
     Py_END_ALLOW_THREADS
 
-    result = Py_BuildValue("(ilsiI)", job.err.status, job.err.warnings, job.err.message, job.scans,
-                           job.restart_interval);
+    if (pixels.out_of_memory)
+        PyErr_NoMemory();
+    else
+        result = Py_BuildValue("(ilsiI)", job.err.status, job.err.warnings, job.err.message, job.scans,
+                               job.restart_interval);
 done:
+    release_pixels(&pixels, &out);
     for (i = 0; i < n_acquired; i++)
         PyBuffer_Release(&planes[i]);
     PyMem_Free(planes);
@@ -349,6 +540,7 @@ done:
 
 static PyMethodDef native_methods[] = {
     {"read", native_read, METH_VARARGS, read_doc},
+    {"set_simd", py_set_simd, METH_O, SET_SIMD_DOC " (for read(..., pixels))"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -362,7 +554,9 @@ static struct PyModuleDef native_module = {
 
 PyMODINIT_FUNC PyInit__jpegnative(void)
 {
-    PyObject *m = PyModule_Create(&native_module);
+    PyObject *m;
+    pixel_stage_init();
+    m = PyModule_Create(&native_module);
     if (!m)
         return NULL;
 #ifdef LIBJPEG_TURBO_VERSION

@@ -27,13 +27,19 @@ from typing import Iterable, Iterator, Sized
 
 import torch
 
-from .decode import _OUTPUTS, _convert, check_model, decode_with, decoder_for
+from .decode import _OUTPUTS, _convert, check_model, decode_exact_cpu, decode_with, decoder_for, exact_on_cpu
 from .errors import KdecodeError
 from .jpeg.reader import Source, read_coefficients, settings
 
+
 def _read(index: int, src: Source, read_options: dict):
+    return _item(index, read_coefficients, src, **read_options)
+
+
+def _item(index: int, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or the KdecodeError / OSError it raised, naming the item."""
     try:
-        return read_coefficients(src, **read_options)
+        return fn(*args, **kwargs)
     except KdecodeError as exc:
         if exc.source.startswith("<"):  # bytes or an unnamed file object: say which item
             return type(exc)(f"{exc.source} (item {index} of the batch)", exc.reason)
@@ -134,7 +140,11 @@ def _decode_iter_cpu(sources, model, precision: str, device, output: str, ahead:
     the C pixel stage release the GIL), at most ``ahead`` in flight, yielded in input order. One
     task per image, without a hand-over between a read and a decode stage: the short Python
     parts of each image then interleave with the other workers' C work instead of queueing."""
+    exact = exact_on_cpu(model, device)
+
     def one(index, src):
+        if exact:  # read and pixel stage in one call
+            return _item(index, decode_exact_cpu, src, device, output, threads, read_options)
         coeffs = _read(index, src, read_options)
         return coeffs if isinstance(coeffs, Exception) else _decode_one(coeffs, model, precision, device, output,
                                                                          threads)

@@ -69,26 +69,49 @@ def decode(src: Source, model: str | None = "auto", device=None, output: str = "
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
     check_model(model, device, precision)
+    if exact_on_cpu(model, device):
+        return decode_exact_cpu(src, device, output, settings.threads(), read_options)
     coeffs = read_coefficients(src, **read_options)
     return decode_with(decoder_for(coeffs, model, device, precision), coeffs, device, output, settings.threads())
+
+
+def exact_on_cpu(model, device) -> bool:
+    """Whether ``model`` on ``device`` is the exact decode by the C pixel stage (then
+    :func:`decode_exact_cpu` decodes in one call from the file)."""
+    return resolve_model(model, device) == "exact" and exact_cpu.usable(device)
+
+
+def decode_exact_cpu(src: Source, device, output: str, threads: int, read_options: dict):
+    """The exact decode of ``src`` on CPU in one call from the file: the reader runs the pixel
+    stage itself, on a second thread that follows the entropy decoder when ``threads > 1``."""
+    coeffs, array = exact_cpu.read_and_decode(src, _rgbx(output), threads, **read_options)
+    return _exact_output(array, coeffs, device, output)
 
 
 def decode_with(decoder, coeffs, device, output: str, threads: int = 1):
     """``decoder``'s image of ``coeffs`` as ``output`` asks for it (the exact decode on CPU on
     up to ``threads`` threads)."""
     if decoder.name == "exact" and exact_cpu.usable(device):
-        # The C pixel stage writes straight into the output's layout: for PIL, Pillow's own
-        # storage of RGB (4 bytes a pixel), which Pillow then uses without a copy.
-        rgbx = output == "pil" and len(coeffs.components) == 3 and _pillow_maps_rgbx()
-        array = exact_cpu.decode_array(coeffs, 4 if rgbx else None, threads)
-        if output == "torch":
-            return _convert(torch.from_numpy(array).permute(2, 0, 1), output, device)
-        if rgbx:
-            return _with_info(_map_rgbx(array), coeffs)
-        return _from_array(array[..., 0] if array.shape[2] == 1 else array, output, coeffs)
+        return _exact_output(exact_cpu.decode_array(coeffs, _rgbx(output), threads), coeffs, device, output)
     with torch.inference_mode():
         image = decoder.decode(coeffs, device)  # uint8 [C, H, W]
     return _convert(image, output, device, coeffs)
+
+
+def _rgbx(output: str) -> bool:
+    # The C pixel stage writes straight into the output's layout: for PIL, Pillow's own storage
+    # of RGB (4 bytes a pixel), which Pillow then uses without a copy.
+    return output == "pil" and _pillow_maps_rgbx()
+
+
+def _exact_output(array: np.ndarray, coeffs, device, output: str):
+    """The C pixel stage's uint8 ``[H, W, C]`` (``[H, W, 4]`` R, G, B, 255 for colour when
+    ``_rgbx(output)``) as ``output``."""
+    if output == "torch":
+        return _convert(torch.from_numpy(array).permute(2, 0, 1), output, device)
+    if array.shape[2] == 4 and len(coeffs.components) == 3:
+        return _with_info(_map_rgbx(array), coeffs)
+    return _from_array(array[..., 0] if array.shape[2] == 1 else array, output, coeffs)
 
 
 def _convert(image: torch.Tensor, output: str, device, coeffs=None):

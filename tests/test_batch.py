@@ -225,13 +225,13 @@ def test_few_images_get_the_spare_workers_as_threads(monkeypatch):
     if not exact_cpu.usable():
         pytest.skip(f"C path unavailable: {exact_cpu.why_not()}")
     seen = []
-    real = exact_cpu.decode_array
+    real = exact_cpu.read_and_decode
 
-    def counting(coeffs, pixel_bytes=None, threads=1):
+    def counting(src, rgbx=False, threads=1, **read_options):
         seen.append(threads)
-        return real(coeffs, pixel_bytes, threads)
+        return real(src, rgbx, threads, **read_options)
 
-    monkeypatch.setattr(exact_cpu, "decode_array", counting)
+    monkeypatch.setattr(exact_cpu, "read_and_decode", counting)
     monkeypatch.setattr(exact_cpu, "MIN_BAND_PIXELS", 1)
     data = encode(photo(200, 120, 3), quality=80)
     from PIL import Image

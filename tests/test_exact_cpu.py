@@ -9,21 +9,34 @@ import torch
 from kdecode import read_coefficients
 from kdecode.ops import blocks_to_plane, exact_cpu, idct_islow, upsample, ycbcr_to_rgb
 from kdecode.pipeline import decode_exact
-from conftest import photo
+from conftest import encode, photo
 
 pytestmark = pytest.mark.skipif(exact_cpu.why_not() is not None and "FORCE" not in str(exact_cpu.why_not()),
                                 reason=f"C path unavailable: {exact_cpu.why_not()}")
+
+
+def _pixel_stage_modules():
+    """The modules that compile the pixel stage in: kdecode._exactcpu, and the native reader's
+    kdecode._jpegnative where it is built (its read(..., pixels))."""
+    import importlib
+
+    mods = [importlib.import_module("kdecode._exactcpu")]
+    try:
+        mods.append(importlib.import_module("kdecode._jpegnative"))
+    except ImportError:
+        pass
+    return mods
 
 
 @pytest.fixture(params=["simd", "portable"], autouse=True)
 def simd(request):
     """Every test runs with the hand-written AVX2 paths (where the CPU has them) and with the
     portable vector code, which must give the same samples."""
-    from kdecode import _exactcpu
-
-    _exactcpu.set_simd(request.param == "simd")
+    for mod in _pixel_stage_modules():
+        mod.set_simd(request.param == "simd")
     yield request.param
-    _exactcpu.set_simd(True)
+    for mod in _pixel_stage_modules():
+        mod.set_simd(True)
 
 
 def test_corpus_same_as_torch_reference(monkeypatch, jpeg_corpus):
@@ -158,3 +171,87 @@ def test_bands_on_threads_same_as_one(monkeypatch, jpeg_corpus, tmp_path):
         assert settings.threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def _native_or_skip():
+    from kdecode.jpeg import reader
+
+    if reader.get_backend().name != "native":
+        pytest.skip("the native reader is not in use (its read decodes the pixels too)")
+
+
+def test_read_and_decode_same_as_read_then_decode(monkeypatch, jpeg_corpus):
+    """The native reader decoding the pixels in its own call, on a second thread that follows the
+    entropy decoder for single-scan files (streamed even when small here), gives the blocks and
+    the samples that reading, then decode_array, give: every file of the corpus and the extra
+    one (arithmetic coding, 4:4:0, 4:1:1, mixed factors), 1 to 3 threads, RGBX or not."""
+    from native_support import extra_corpus
+
+    _native_or_skip()
+    monkeypatch.setattr(exact_cpu, "MIN_STREAM_PIXELS", 1)
+    monkeypatch.setattr(exact_cpu, "MIN_BAND_PIXELS", 1)
+    for name, data in jpeg_corpus + list(extra_corpus().items()):
+        coeffs = read_coefficients(data)
+        for rgbx in (False, True):
+            want = exact_cpu.decode_array(coeffs, rgbx)
+            for threads in (1, 2, 3):
+                got_coeffs, got = exact_cpu.read_and_decode(data, rgbx, threads)
+                assert np.array_equal(got, want), f"{name}, rgbx {rgbx}, {threads} threads"
+                assert all(np.array_equal(a.blocks, b.blocks) and np.array_equal(a.qtable, b.qtable)
+                           for a, b in zip(got_coeffs.components, coeffs.components)), name
+                assert got_coeffs.metadata == coeffs.metadata
+
+
+def test_read_and_decode_with_the_jpeglib_reader(monkeypatch, jpeg_corpus):
+    """A reader without the pixel stage compiled in (jpeglib) reads, then decode_array decodes:
+    the same samples."""
+    from kdecode.jpeg import reader
+
+    pytest.importorskip("jpeglib")
+    monkeypatch.setattr(exact_cpu, "MIN_STREAM_PIXELS", 1)
+    want = {name: exact_cpu.decode_array(read_coefficients(data), True) for name, data in jpeg_corpus[:12]}
+    try:
+        reader.set_backend("jpeglib")
+        for name, data in jpeg_corpus[:12]:
+            assert np.array_equal(exact_cpu.read_and_decode(data, True, 2)[1], want[name]), name
+    finally:
+        reader.set_backend(None)
+
+
+def test_read_and_decode_stops_cleanly_on_bad_data(monkeypatch, jpeg_corpus):
+    """A file that fails while its pixels are being decoded beside the reader (truncated, or
+    corrupt entropy-coded data) raises what read_coefficients raises, without a hang, again and
+    again (the pixel thread is stopped and joined each time); tolerated (allow_truncated), it
+    gives the samples of the coefficients read."""
+    from kdecode import KdecodeError
+
+    _native_or_skip()
+    monkeypatch.setattr(exact_cpu, "MIN_STREAM_PIXELS", 1)
+    rng = np.random.default_rng(3)
+    files = [(f"{sampling}{'-restart' if restart else ''}",
+              encode(photo(300, 200, 8, gray=sampling == "gray"), quality=75, restart_marker_rows=restart,
+                     **({} if sampling == "gray" else {"subsampling": sampling})))
+             for sampling in ("4:2:0", "4:4:4", "gray") for restart in (0, 1)]
+    outcomes = set()
+    for name, data in files:
+        sos = data.rindex(b"\xff\xda")
+        for cut in (sos + (len(data) - sos) * f // 10 for f in (1, 5, 9)):  # a tenth, half, nine tenths in
+            bad = [data[:cut]]
+            flipped = bytearray(data)
+            flipped[cut - 20:cut] = rng.integers(0, 255, 20, dtype=np.uint8).tobytes()
+            bad.append(bytes(flipped))
+            for sample in bad:
+                for allow in (False, True):
+                    try:
+                        expected = exact_cpu.decode_array(read_coefficients(sample, allow_truncated=allow), True)
+                    except KdecodeError as e:
+                        expected = (type(e), str(e))
+                    for _ in range(3 if isinstance(expected, tuple) else 1):
+                        try:
+                            got = exact_cpu.read_and_decode(sample, True, 2, allow_truncated=allow)[1]
+                        except KdecodeError as e:
+                            got = (type(e), str(e))
+                        assert type(got) is type(expected), (name, cut, allow, got)
+                        assert got == expected if isinstance(got, tuple) else np.array_equal(got, expected)
+                    outcomes.add((allow, isinstance(expected, tuple)))
+    assert {(False, True), (True, False)} <= outcomes  # files refused, and tolerated ones decoded

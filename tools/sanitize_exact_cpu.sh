@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the exact pixel stage (csrc/exact_cpu.c) into a standalone harness under ThreadSanitizer
-# (data races between the bands of one image) and AddressSanitizer + UBSan (out-of-bounds,
-# undefined arithmetic), and run it: tools/exact_cpu_harness.c decodes random images of every
-# sampling shape in one band and in several and compares them.
+# (data races between the bands of one image, and between a streamed decode's pixel thread and
+# the thread that hands it block rows, then takes the bottom rows) and AddressSanitizer + UBSan
+# (out-of-bounds, undefined arithmetic), and run it: tools/exact_cpu_harness.c decodes random
+# images of every sampling shape in one band, in several, and streamed, and compares them.
 #   bash tools/sanitize_exact_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

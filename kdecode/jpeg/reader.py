@@ -40,8 +40,10 @@ class Settings:
     ``max_scans``: files with more scans are refused (a progressive file with thousands of
     scans would re-walk the whole image for each; encoders' progressive scripts use about 10).
     ``None`` disables the check.
-    ``decode_threads``: threads ``decode(model=None)`` may use for one image on CPU (its rows
-    cut into bands of at least 128K pixels, same result); ``None``: as many as torch's
+    ``decode_threads``: threads ``decode(model=None)`` may use for one image on CPU (with 2 or
+    more, a single-scan file of 64K pixels or more is decoded to pixels on a second thread while
+    libjpeg entropy-decodes it, and a progressive one is cut into bands of rows of at least 128K
+    pixels after the read; same result); ``None``: as many as torch's
     intra-op threads (``torch.get_num_threads()``: one in a ``DataLoader`` worker, so that worker
     processes do not oversubscribe the cores), at most the process's CPUs and 8; 1: the calling
     thread only. ``decode_batch`` and ``decode_iter`` run images side by side, one thread each
@@ -191,7 +193,7 @@ class NativeBackend:
         self.library = self._native.libjpeg_version
 
     def read(self, data: bytes, path: str | None, header: JpegHeader, source: str,
-             allow_truncated: bool = True):
+             allow_truncated: bool = True, pixels: tuple | None = None):
         grids = header.block_grids()
         # libjpeg decodes whole MCUs: it gets arrays padded to them and returns each component's
         # own grid at the start of its array. One array per component, not one per image: with
@@ -201,7 +203,7 @@ class NativeBackend:
                   for (bh, bw), c in zip(grids, header.components)]
         qtables = np.empty((len(grids), 8, 8), np.uint16)
         status, warnings, message, scans, restart_interval = self._native.read(
-            data, padded, qtables, settings.max_scans or 0, not allow_truncated)
+            data, padded, qtables, settings.max_scans or 0, not allow_truncated, pixels)
         if status == 3:
             raise UnsupportedJpegError(source, f"{message} (kdecode.settings.max_scans)")
         if status:
@@ -273,6 +275,20 @@ def read_coefficients(src: Source, *, max_pixels: int | None | str = "default",
 def read_coefficients_from_bytes(data: bytes, name: str = "<bytes>", *, path: str | None = None,
                                  max_pixels: int | None | str = "default",
                                  allow_truncated: bool | None = None) -> JpegCoefficients:
+    return _read(data, name, path, max_pixels, allow_truncated)[0]
+
+
+def read_and_decode(src: Source, pixels, *, max_pixels: int | None | str = "default",
+                    allow_truncated: bool | None = None):
+    """:func:`read_coefficients` that also decodes the pixels in the reader's call, when the
+    reader can (the native one compiles the exact pixel stage in): ``pixels(header)`` gives the
+    output array and the reader's pixel arguments (see ``kdecode.ops.exact_cpu.read_and_decode``).
+    Returns ``(coefficients, the array or None)``: None from a reader that cannot."""
+    data, path, name = _load_source(src)
+    return _read(data, name, path, max_pixels, allow_truncated, pixels)
+
+
+def _read(data: bytes, name: str, path: str | None, max_pixels, allow_truncated, pixels=None):
     if max_pixels == "default":
         max_pixels = settings.max_image_pixels
     if allow_truncated is None:
@@ -282,8 +298,13 @@ def read_coefficients_from_bytes(data: bytes, name: str = "<bytes>", *, path: st
         header = parse_header(data, name, max_pixels, allow_truncated, whole_file=False)
     else:
         header = _parse_whole_file(data, name, max_pixels, allow_truncated)
+    image, native_pixels = pixels(header) if pixels and backend.name == "native" else (None, None)
     try:
-        planes, qtables, warnings, messages = backend.read(data, path, header, name, allow_truncated)
+        if native_pixels:
+            planes, qtables, warnings, messages = backend.read(data, path, header, name, allow_truncated,
+                                                               native_pixels)
+        else:
+            planes, qtables, warnings, messages = backend.read(data, path, header, name, allow_truncated)
     except KdecodeError:
         if backend.checks_whole_file:  # the parser's reason, where it has one, as on the jpeglib path
             _parse_whole_file(data, name, max_pixels, allow_truncated)
@@ -303,7 +324,7 @@ def read_coefficients_from_bytes(data: bytes, name: str = "<bytes>", *, path: st
                             components=comps, progressive=header.progressive,
                             arithmetic=header.arithmetic, restart_interval=header.restart_interval,
                             source=name, warnings=warnings + int(header.truncated),
-                            metadata=header.metadata(data))
+                            metadata=header.metadata(data)), image
 
 
 def _parse_whole_file(data: bytes, name: str, max_pixels: int | None, allow_truncated: bool) -> JpegHeader:
@@ -352,5 +373,5 @@ def _check_grid(planes: list, qtables: np.ndarray, header: JpegHeader, name: str
         raise CorruptJpegError(name, f"component {i} has no valid quantization table")
 
 
-__all__ = ["read_coefficients", "read_coefficients_batch", "read_coefficients_from_bytes", "settings",
+__all__ = ["read_coefficients", "read_coefficients_batch", "read_coefficients_from_bytes", "read_and_decode", "settings",
            "Settings", "backend_info", "set_backend"]

@@ -5,6 +5,9 @@ tests/test_exact_cpu.py holds it to, sample for sample.
 
 Used by :func:`kdecode.pipeline.decode_exact` for CPU work unless ``KDECODE_FORCE_TORCH=1``;
 the torch ops remain the reference and run everywhere else (GPUs, models, autograd).
+``decode(model=None)`` on CPU goes through :func:`read_and_decode`: the native reader
+(``kdecode._jpegnative``, which compiles the same C file in) runs the pixel stage inside its own
+call, beside libjpeg's entropy decoding.
 """
 from __future__ import annotations
 
@@ -74,26 +77,68 @@ def upsample_to_image(planes: list[np.ndarray], sizes: list[tuple[int, int]], fa
 MIN_BAND_PIXELS = 1 << 17
 
 
-def decode_array(coeffs, pixel_bytes: int | None = None, threads: int = 1) -> np.ndarray:
-    """Bit-exact decode on CPU in one call with the GIL released: uint8 ``[H, W, pixel_bytes]``
-    (default: one byte a component, 4-component files as Pillow's CMYK (``adobe_cmyk``); 4 for
-    colour: R, G, B, 255, Pillow's RGB storage, which ``decode(output="pil")`` hands to Pillow
-    without a copy). ``threads > 1`` cuts a large image into as many bands of rows (each at least
+#: Pixels an image needs before its entropy decoding and its pixel stage run side by side on two
+#: threads (``read_and_decode``): below it, starting the second thread (about 50 us before it
+#: runs, on this VM) costs more than it saves. Measured on 2 cores, BSDS500 centre crops at q75,
+#: decode -> PIL, one thread / streamed: 128x128 166 / 205 us, 181x181 245 / 258 us, 256x256
+#: 333 / 324 us.
+MIN_STREAM_PIXELS = 1 << 16
+
+
+def decode_array(coeffs, rgbx: bool = False, threads: int = 1) -> np.ndarray:
+    """Bit-exact decode on CPU in one call with the GIL released: uint8 ``[H, W, C]``, one byte a
+    component (4-component files as Pillow's CMYK (``adobe_cmyk``)); with ``rgbx`` colour
+    (3 components) is written in 4 bytes, R, G, B, 255: Pillow's RGB storage, which
+    ``decode(output="pil")`` hands to Pillow without a copy. ``threads > 1`` cuts a large image into as many bands of rows (each at least
     ``MIN_BAND_PIXELS``), decoded side by side; the result is the same."""
-    height, width, components = coeffs.height, coeffs.width, coeffs.components
-    h_max, v_max = max(c.h_samp for c in components), max(c.v_samp for c in components)
-    comps = []
-    for c in components:
-        blocks = np.ascontiguousarray(c.blocks, dtype=np.int16)
-        hf, vf = h_max // c.h_samp, v_max // c.v_samp
-        ch, cw = -(-height * c.v_samp // v_max), -(-width * c.h_samp // h_max)  # component_size()
-        comps.append((blocks, _qtable_int32(c.qtable), blocks.shape[0], blocks.shape[1], ch, cw, hf, vf,
-                      fancy_mode(hf, vf, cw)))
-    image = np.empty((height, width, pixel_bytes or len(comps)), np.uint8)
+    components = coeffs.components
+    image, convert, geometry, bands, _ = _plan(coeffs.height, coeffs.width, coeffs.color_space,
+                                               [(c.h_samp, c.v_samp) for c in components],
+                                               [c.blocks.shape[:2] for c in components], rgbx, threads)
+    comps = [(np.ascontiguousarray(c.blocks, dtype=np.int16), _qtable_int32(c.qtable)) + g
+             for c, g in zip(components, geometry)]
+    _exactcpu.decode(image, coeffs.height, coeffs.width, convert, comps, image.shape[2], bands)
+    return _finish(image, coeffs.color_space)
+
+
+def read_and_decode(src, rgbx: bool = False, threads: int = 1, **read_options):
+    """``(read_coefficients(src), decode_array(...))`` of a JPEG file in one pass: with the native
+    reader the pixel stage runs inside the reader's call, and with ``threads > 1`` a file of one
+    scan (baseline, the common case) of at least ``MIN_STREAM_PIXELS`` has its pixels decoded on
+    a second thread as its blocks are entropy-decoded, so the two overlap (progressive files are
+    decoded after the read, in bands as ``decode_array`` does). The result is the same."""
+    from ..jpeg import reader
+
+    def plan(header):
+        image, convert, geometry, bands, stream = _plan(header.height, header.width, header.color_space,
+                                                        [(c.h_samp, c.v_samp) for c in header.components],
+                                                        header.block_grids(), rgbx, threads)
+        return image, (image, header.height, header.width, convert, image.shape[2], bands, stream, geometry)
+
+    coeffs, image = reader.read_and_decode(src, plan, **read_options)
+    if image is None:  # a reader without a pixel stage (jpeglib)
+        return coeffs, decode_array(coeffs, rgbx, threads)
+    return coeffs, _finish(image, coeffs.color_space)
+
+
+def _plan(height: int, width: int, color_space: str, sampling: list, grids: list, rgbx: bool, threads: int):
+    """What the pixel stage needs for an image: its output array, whether to convert YCbCr, each
+    component's ``(bh, bw, ch, cw, hf, vf, mode)``, the bands, and whether to stream."""
+    h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
+    geometry = []
+    for (h_samp, v_samp), (bh, bw) in zip(sampling, grids):
+        hf, vf = h_max // h_samp, v_max // v_samp
+        ch, cw = -(-height * v_samp // v_max), -(-width * h_samp // h_max)  # component_size()
+        geometry.append((int(bh), int(bw), ch, cw, hf, vf, fancy_mode(hf, vf, cw)))
+    image = np.empty((height, width, 4 if rgbx and len(sampling) == 3 else len(sampling)), np.uint8)
     bands = max(1, min(threads, height * width // MIN_BAND_PIXELS))
-    _exactcpu.decode(image, height, width, coeffs.color_space == "ycbcr", comps, image.shape[2], bands)
-    if coeffs.color_space in ("cmyk", "ycck"):
-        return adobe_cmyk(torch.from_numpy(image), coeffs.color_space, dim=-1).numpy()
+    stream = threads > 1 and height * width >= MIN_STREAM_PIXELS
+    return image, color_space == "ycbcr", geometry, bands, stream
+
+
+def _finish(image: np.ndarray, color_space: str) -> np.ndarray:
+    if color_space in ("cmyk", "ycck"):
+        return adobe_cmyk(torch.from_numpy(image), color_space, dim=-1).numpy()
     return image
 
 
