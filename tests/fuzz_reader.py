@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import kdecode  # noqa: E402
+from kdecode.ops import exact_cpu  # noqa: E402
 from kdecode.pipeline import decode_exact  # noqa: E402
 from conftest import SHARED_DATA, encode, photo  # noqa: E402
 from native_support import jpeglib_jpeg  # noqa: E402
@@ -141,11 +142,17 @@ def mutate(seeds: list[bytes], rng: random.Random) -> bytes:
     return bytes(data)
 
 
+#: Images up to this size also go through the pixel stage (decode_exact, and the reader's own
+#: call, streamed: exact_cpu.read_and_decode on two threads).
+FUZZ_DECODE_PIXELS = 1 << 16
+
+
 def run_one(data: bytes, allow_truncated: bool) -> str:
     """'ok' or the KdecodeError class name; anything else propagates."""
     try:
         c = kdecode.read_coefficients(data, max_pixels=FUZZ_MAX_PIXELS, allow_truncated=allow_truncated)
     except kdecode.KdecodeError as e:
+        _check_streamed(data, allow_truncated, type(e).__name__)
         return type(e).__name__
     assert all(comp.blocks.dtype == np.int16 and comp.blocks.flags.c_contiguous for comp in c.components)
     # What decode does next with what was read: the PIL info from the (damaged) metadata, and
@@ -153,10 +160,30 @@ def run_one(data: bytes, allow_truncated: bool) -> str:
     with warnings.catch_warnings():  # Pillow warns of damaged EXIF, as it does opening such a file
         warnings.simplefilter("ignore")
         assert isinstance(pil_info(c), dict)
-    if c.width * c.height <= 1 << 16:
+    if c.width * c.height <= FUZZ_DECODE_PIXELS:
         image = decode_exact(c)
         assert tuple(image.shape) == (len(c.components), c.height, c.width)
+        _check_streamed(data, allow_truncated, "ok", image)
     return "ok"
+
+
+def _check_streamed(data: bytes, allow_truncated: bool, outcome: str, image=None) -> None:
+    """The reader decoding the pixels in its own call, on a second thread that follows libjpeg
+    (streamed even for tiny images here), must end as reading did: the same error, or the same
+    pixels. Larger images are refused by its pixel limit instead (kept small for speed)."""
+    if exact_cpu.why_not() is not None:
+        return
+    saved, exact_cpu.MIN_STREAM_PIXELS = exact_cpu.MIN_STREAM_PIXELS, 1
+    try:
+        got = exact_cpu.read_and_decode(data, False, 2, max_pixels=FUZZ_DECODE_PIXELS,
+                                        allow_truncated=allow_truncated)[1]
+    except kdecode.KdecodeError as e:
+        assert type(e).__name__ in (outcome, "ImageTooLargeError"), f"streamed: {type(e).__name__}, read: {outcome}"
+        return
+    finally:
+        exact_cpu.MIN_STREAM_PIXELS = saved
+    assert outcome == "ok", f"streamed decode succeeded where reading raised {outcome}"
+    assert np.array_equal(np.moveaxis(got, -1, 0), image.numpy()), "streamed decode differs"
 
 
 def _rss_mib() -> float:
