@@ -157,24 +157,26 @@ def parse_header(data: bytes, source: str, max_pixels: int | None, allow_truncat
         end = pos + length
         if end > n:
             return _truncated(h, source, allow_truncated, f"file ends inside marker 0x{marker:02X}")
-        payload = data[pos + 2:end]
-        pos = end
+        # The payload is data[body:end], sliced only where it is parsed: an EXIF or ICC segment
+        # can be 64 KB, and copying it would cost more than parsing the rest of the header.
+        body, pos = pos + 2, end
         if not h.scans and (0xE0 <= marker <= 0xEF or marker in (0xFE, 0xDA) or marker in _SOF_KINDS):
             h.metadata_spans.append((start, end))
         if marker in _SOF_KINDS:
-            _parse_sof(h, marker, payload, source, max_pixels)
+            _parse_sof(h, marker, data[body:end], source, max_pixels)
         elif marker == 0xDB:
-            _parse_dqt(h, payload, source)
+            _parse_dqt(h, data[body:end], source)
         elif marker == 0xDD:
-            if len(payload) < 2:
+            if end - body < 2:
                 raise CorruptJpegError(source, "DRI segment too short")
-            h.restart_interval = (payload[0] << 8) | payload[1]
+            h.restart_interval = (data[body] << 8) | data[body + 1]
         # The colour space comes from the markers before the first scan, as libjpeg decides it.
-        elif marker == 0xE0 and payload[:5] == b"JFIF\x00" and not h.scans:
+        elif marker == 0xE0 and data[body:min(body + 5, end)] == b"JFIF\x00" and not h.scans:
             h.jfif = True
-        elif marker == 0xEE and payload[:5] == b"Adobe" and len(payload) >= 12 and not h.scans:
-            h.adobe_transform = payload[11]
+        elif marker == 0xEE and data[body:min(body + 5, end)] == b"Adobe" and end - body >= 12 and not h.scans:
+            h.adobe_transform = data[body + 11]
         elif marker == 0xDA:
+            payload = data[body:end]
             if not h.components:
                 raise CorruptJpegError(source, "scan (SOS) before the frame header (SOF)")
             if not whole_file:
