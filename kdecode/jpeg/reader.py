@@ -1,14 +1,15 @@
 """``read_coefficients``: from a path, bytes or file object to :class:`JpegCoefficients`.
 
-The marker parser checks the file first (cheap, no allocation); a backend then entropy-decodes
-it. For the native backend the parser stops at the first scan (everything that sizes the arrays
-is before it): libjpeg itself reports what lies beyond (truncation, restart markers out of
-order, corrupt data, too many scans), and only a file it flags is walked whole, to raise the
-same error as the jpeglib backend would. Backends share one interface (``read(data, path, header, source, allow_truncated) -> (list of
-int16 block arrays, uint16 [n_components, 8, 8] tables, warning count, messages)``) so the reader
-can be swapped without touching anything above. The native backend (``kdecode._jpegnative``, libjpeg-turbo, built with the package) is
-used when it is built; otherwise, or with ``KDECODE_READER=jpeglib`` in the environment, the
-jpeglib backend is.
+The marker parser checks the file first (cheap, no allocation); a backend then entropy-decodes it.
+For the native backend the parser stops at the first scan (everything that sizes the arrays is
+before it): libjpeg itself reports what lies beyond (truncation, restart markers out of order,
+corrupt data, too many scans), and only a file it flags is walked whole, to raise the same error as
+the jpeglib backend would. Backends share one interface (``read(data, path, header, source,
+allow_truncated, pixels) -> (list of int16 block arrays, uint16 [n_components, 8, 8] tables,
+warning count, messages)``, where ``pixels`` may be given only to a backend whose
+``decodes_pixels`` is true) so the reader can be swapped without touching anything above. The
+native backend (``kdecode._jpegnative``, libjpeg-turbo, built with the package) is used when it is
+built; otherwise, or with ``KDECODE_READER=jpeglib`` in the environment, the jpeglib backend is.
 """
 from __future__ import annotations
 
@@ -96,6 +97,7 @@ class JpeglibBackend:
 
     name = "jpeglib"
     checks_whole_file = False  # libjpeg's warnings only: the marker parser walks every scan first
+    decodes_pixels = False
     _lock = threading.Lock()
 
     def __init__(self):
@@ -107,7 +109,9 @@ class JpeglibBackend:
         self.library = f"jpeglib {jpeglib.__version__} (libjpeg-turbo 2.1.0 build, no SIMD)"
 
     def read(self, data: bytes, path: str | None, header: JpegHeader, source: str,
-             allow_truncated: bool = True):
+             allow_truncated: bool = True, pixels: None = None):
+        if pixels is not None:
+            raise ValueError("the jpeglib reader does not decode pixels (decodes_pixels is False)")
         import tempfile
 
         import ctypes
@@ -185,6 +189,7 @@ class NativeBackend:
 
     name = "native"
     checks_whole_file = True
+    decodes_pixels = True  # read(..., pixels): the exact pixel stage in the same call
 
     def __init__(self):
         import importlib
@@ -298,13 +303,9 @@ def _read(data: bytes, name: str, path: str | None, max_pixels, allow_truncated,
         header = parse_header(data, name, max_pixels, allow_truncated, whole_file=False)
     else:
         header = _parse_whole_file(data, name, max_pixels, allow_truncated)
-    image, native_pixels = pixels(header) if pixels and backend.name == "native" else (None, None)
+    image, pixel_args = pixels(header) if pixels and backend.decodes_pixels else (None, None)
     try:
-        if native_pixels:
-            planes, qtables, warnings, messages = backend.read(data, path, header, name, allow_truncated,
-                                                               native_pixels)
-        else:
-            planes, qtables, warnings, messages = backend.read(data, path, header, name, allow_truncated)
+        planes, qtables, warnings, messages = backend.read(data, path, header, name, allow_truncated, pixel_args)
     except KdecodeError:
         if backend.checks_whole_file:  # the parser's reason, where it has one, as on the jpeglib path
             _parse_whole_file(data, name, max_pixels, allow_truncated)
