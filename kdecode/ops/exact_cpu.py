@@ -16,6 +16,7 @@ import os
 import numpy as np
 import torch
 
+from ..jpeg import reader
 from .color import adobe_cmyk
 from .upsample import fancy_mode
 
@@ -89,8 +90,9 @@ def decode_array(coeffs, rgbx: bool = False, threads: int = 1) -> np.ndarray:
     """Bit-exact decode on CPU in one call with the GIL released: uint8 ``[H, W, C]``, one byte a
     component (4-component files as Pillow's CMYK (``adobe_cmyk``)); with ``rgbx`` colour
     (3 components) is written in 4 bytes, R, G, B, 255: Pillow's RGB storage, which
-    ``decode(output="pil")`` hands to Pillow without a copy. ``threads > 1`` cuts a large image into as many bands of rows (each at least
-    ``MIN_BAND_PIXELS``), decoded side by side; the result is the same."""
+    ``decode(output="pil")`` hands to Pillow without a copy. ``threads > 1`` cuts a large image
+    into as many bands of rows (each at least ``MIN_BAND_PIXELS``), decoded side by side; the
+    result is the same."""
     components = coeffs.components
     image, convert, geometry, bands, _ = _plan(coeffs.height, coeffs.width, coeffs.color_space,
                                                [(c.h_samp, c.v_samp) for c in components],
@@ -107,7 +109,6 @@ def read_and_decode(src, rgbx: bool = False, threads: int = 1, **read_options):
     scan (baseline, the common case) of at least ``MIN_STREAM_PIXELS`` has its pixels decoded on
     a second thread as its blocks are entropy-decoded, so the two overlap (progressive files are
     decoded after the read, in bands as ``decode_array`` does). The result is the same."""
-    from ..jpeg import reader
 
     def plan(header):
         image, convert, geometry, bands, stream = _plan(header.height, header.width, header.color_space,
@@ -137,6 +138,7 @@ def _plan(height: int, width: int, color_space: str, sampling: list, grids: list
 
 
 def _finish(image: np.ndarray, color_space: str) -> np.ndarray:
+    """The pixel stage's samples as ``decode`` returns them: 4-component files as Pillow's CMYK."""
     if color_space in ("cmyk", "ycck"):
         return adobe_cmyk(torch.from_numpy(image), color_space, dim=-1).numpy()
     return image
