@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Sized
 
 import torch
 
-from .decode import _OUTPUTS, _convert, check_model, decode_exact_cpu, decode_with, decoder_for, exact_on_cpu
+from .decode import _OUTPUTS, _convert, check_model, decode_source, decoder_for
 from .errors import KdecodeError
 from .jpeg.reader import Source, read_coefficients, settings
 
@@ -140,14 +140,8 @@ def _decode_iter_cpu(sources, model, precision: str, device, output: str, ahead:
     the C pixel stage release the GIL), at most ``ahead`` in flight, yielded in input order. One
     task per image, without a hand-over between a read and a decode stage: the short Python
     parts of each image then interleave with the other workers' C work instead of queueing."""
-    exact = exact_on_cpu(model, device)
-
     def one(index, src):
-        if exact:  # read and pixel stage in one call
-            return _item(index, decode_exact_cpu, src, device, output, threads, read_options)
-        coeffs = _read(index, src, read_options)
-        return coeffs if isinstance(coeffs, Exception) else _decode_one(coeffs, model, precision, device, output,
-                                                                         threads)
+        return _item(index, decode_source, src, model, device, output, precision, threads, read_options)
 
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(workers) as pool:
@@ -168,13 +162,6 @@ def _result(future: Future, return_exceptions: bool):
     if isinstance(result, Exception) and not return_exceptions:
         raise result
     return result
-
-
-def _decode_one(coeffs, model, precision: str, device, output: str, threads: int = 1):
-    try:
-        return decode_with(decoder_for(coeffs, model, device, precision), coeffs, device, output, threads)
-    except KdecodeError as exc:
-        return exc
 
 
 __all__ = ["decode_batch", "decode_iter"]

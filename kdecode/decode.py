@@ -69,23 +69,28 @@ def decode(src: Source, model: str | None = "auto", device=None, output: str = "
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
     check_model(model, device, precision)
-    if exact_on_cpu(model, device):
-        return decode_exact_cpu(src, device, output, settings.threads(), read_options)
-    coeffs = read_coefficients(src, **read_options)
-    return decode_with(decoder_for(coeffs, model, device, precision), coeffs, device, output, settings.threads())
+    return decode_source(src, model, device, output, precision, settings.threads(), read_options)
 
 
-def exact_on_cpu(model, device) -> bool:
-    """Whether ``model`` on ``device`` is the exact decode by the C pixel stage (then
-    :func:`decode_exact_cpu` decodes in one call from the file)."""
-    return resolve_model(model, device) == "exact" and exact_cpu.usable(device)
+def decode_source(src: Source, model, device, output: str, precision: str, threads: int, read_options: dict):
+    """:func:`decode` of one source, arguments checked (``decode_iter``'s CPU workers call it).
 
-
-def decode_exact_cpu(src: Source, device, output: str, threads: int, read_options: dict):
-    """The exact decode of ``src`` on CPU in one call from the file: the reader runs the pixel
-    stage itself, on a second thread that follows the entropy decoder when ``threads > 1``."""
-    coeffs, array = exact_cpu.read_and_decode(src, _rgbx(output), threads, **read_options)
-    return _exact_output(array, coeffs, device, output)
+    Where the result is the exact decode on CPU, its pixel stage runs in the reader's own call
+    (beside the entropy decoding, on a second thread, with ``threads > 1``); for ``"auto"``
+    that is decided from the quantization table the marker parser saw, before the read."""
+    if exact_cpu.usable(device) and (model == "auto" or resolve_model(model, device) == "exact"):
+        decode_if = None
+        if model == "auto":
+            def decode_if(luma_table) -> bool:
+                return resolve_model(model, device, estimate_quality(luma_table)[0]) == "exact"
+        coeffs, array = exact_cpu.read_and_decode(src, _rgbx(output), threads, decode_if, **read_options)
+        decoder = decoder_for(coeffs, model, device, precision)
+        if array is not None and decoder.name == "exact":
+            return _exact_output(array, coeffs, device, output)
+    else:
+        coeffs = read_coefficients(src, **read_options)
+        decoder = decoder_for(coeffs, model, device, precision)
+    return decode_with(decoder, coeffs, device, output, threads)
 
 
 def decode_with(decoder, coeffs, device, output: str, threads: int = 1):

@@ -227,9 +227,9 @@ def test_few_images_get_the_spare_workers_as_threads(monkeypatch):
     seen = []
     real = exact_cpu.read_and_decode
 
-    def counting(src, rgbx=False, threads=1, **read_options):
+    def counting(src, rgbx=False, threads=1, decode_if=None, **read_options):
         seen.append(threads)
-        return real(src, rgbx, threads, **read_options)
+        return real(src, rgbx, threads, decode_if, **read_options)
 
     monkeypatch.setattr(exact_cpu, "read_and_decode", counting)
     monkeypatch.setattr(exact_cpu, "MIN_BAND_PIXELS", 1)

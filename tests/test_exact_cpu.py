@@ -255,3 +255,34 @@ def test_read_and_decode_stops_cleanly_on_bad_data(monkeypatch, jpeg_corpus):
                         assert got == expected if isinstance(got, tuple) else np.array_equal(got, expected)
                     outcomes.add((allow, isinstance(expected, tuple)))
     assert {(False, True), (True, False)} <= outcomes  # files refused, and tolerated ones decoded
+
+
+def test_auto_decides_before_the_read_whether_the_reader_decodes_pixels(monkeypatch):
+    """decode(model="auto") on CPU: a file above quality 50 (exact) has its pixels decoded in
+    the reader's own call, identical to Pillow's; a file the choice restores is read without
+    pixels and restored as decode with the chosen model restores it."""
+    import io
+
+    from PIL import Image
+
+    import kdecode
+    from kdecode.models.registry import resolve_model
+
+    _native_or_skip()
+    calls = []
+    real = exact_cpu.read_and_decode
+
+    def recording(*args, **kwargs):
+        coeffs, image = real(*args, **kwargs)
+        calls.append(image is not None)
+        return coeffs, image
+
+    monkeypatch.setattr(exact_cpu, "read_and_decode", recording)
+    pixels = photo(120, 90, 4)
+    high, low = encode(pixels, quality=90), encode(pixels, quality=20)
+    assert np.array_equal(np.asarray(kdecode.decode(high)), np.asarray(Image.open(io.BytesIO(high))))
+    assert calls == [True]
+    chosen = resolve_model("auto", "cpu", 20)
+    restored = kdecode.decode(low, output="numpy")
+    assert calls == [True, chosen == "exact"]
+    assert np.array_equal(restored, kdecode.decode(low, model=chosen, output="numpy"))

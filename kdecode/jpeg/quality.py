@@ -44,6 +44,14 @@ def estimate_quality(qtable: np.ndarray, chroma: bool = False) -> tuple[int, boo
     uniformly finer or coarser than IJG's lands on the quality of similar step sizes. Ties go to
     the lowest quality."""
     q = np.asarray(qtable, dtype=np.float64).reshape(8, 8)
+    # Cached by the table's bytes: this runs on every decode with a model or "auto", and files
+    # from one encoder share their tables (the comparison with 100 tables costs about 25 us).
+    return _estimate(q.tobytes(), chroma)
+
+
+@lru_cache(maxsize=1024)
+def _estimate(table: bytes, chroma: bool) -> tuple[int, bool]:
+    q = np.frombuffer(table, dtype=np.float64).reshape(8, 8)
     tables = _all_tables(chroma)
     exact = (tables == q).all(axis=(1, 2))
     if exact.any():

@@ -287,8 +287,9 @@ def read_and_decode(src: Source, pixels, *, max_pixels: int | None | str = "defa
                     allow_truncated: bool | None = None):
     """:func:`read_coefficients` that also decodes the pixels in the reader's call, when the
     reader can (the native one compiles the exact pixel stage in): ``pixels(header)`` gives the
-    output array and the reader's pixel arguments (see ``kdecode.ops.exact_cpu.read_and_decode``).
-    Returns ``(coefficients, the array or None)``: None from a reader that cannot."""
+    output array and the reader's pixel arguments (see ``kdecode.ops.exact_cpu.read_and_decode``),
+    or ``(None, None)`` for no pixels. Returns ``(coefficients, the array or None)``: None from a
+    reader that cannot, or when not asked."""
     data, path, name = _load_source(src)
     return _read(data, name, path, max_pixels, allow_truncated, pixels)
 

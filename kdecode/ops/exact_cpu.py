@@ -103,21 +103,27 @@ def decode_array(coeffs, rgbx: bool = False, threads: int = 1) -> np.ndarray:
     return _finish(image, coeffs.color_space)
 
 
-def read_and_decode(src, rgbx: bool = False, threads: int = 1, **read_options):
+def read_and_decode(src, rgbx: bool = False, threads: int = 1, decode_if=None, **read_options):
     """``(read_coefficients(src), decode_array(...))`` of a JPEG file in one pass: with the native
     reader the pixel stage runs inside the reader's call, and with ``threads > 1`` a file of one
     scan (baseline, the common case) of at least ``MIN_STREAM_PIXELS`` has its pixels decoded on
     a second thread as its blocks are entropy-decoded, so the two overlap (progressive files are
-    decoded after the read, in bands as ``decode_array`` does). The result is the same."""
+    decoded after the read, in bands as ``decode_array`` does). The result is the same.
+    ``decode_if(luma_table)``: decode the pixels only if it returns true for the first
+    component's uint16 [8, 8] quantization table (else the array returned is None)."""
 
     def plan(header):
+        if decode_if is not None and not decode_if(header.qtables[header.components[0].qtable_index]):
+            return None, None
         image, convert, geometry, bands, stream = _plan(header.height, header.width, header.color_space,
                                                         [(c.h_samp, c.v_samp) for c in header.components],
                                                         header.block_grids(), rgbx, threads)
         return image, (image, header.height, header.width, convert, image.shape[2], bands, stream, geometry)
 
     coeffs, image = reader.read_and_decode(src, plan, **read_options)
-    if image is None:  # a reader without a pixel stage (jpeglib)
+    if image is None:  # not wanted, or a reader without a pixel stage (jpeglib)
+        if decode_if is not None and not decode_if(coeffs.components[0].qtable):
+            return coeffs, None
         return coeffs, decode_array(coeffs, rgbx, threads)
     return coeffs, _finish(image, coeffs.color_space)
 
