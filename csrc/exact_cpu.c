@@ -721,6 +721,27 @@ static void *run_band(void *arg) {
     return NULL;
 }
 
+/* A component's own buffers: its row buffers and, with `plane` (decoding from blocks), its
+ * plane. 0, or -1 when out of memory (what was allocated is left for comp_free). No Python:
+ * the threads call it too. */
+static int comp_alloc(Comp *c, int plane) {
+    if (plane) c->plane = (const uint8_t *)malloc((size_t)(c->bh * 8 * c->stride));
+    c->row = (uint8_t *)malloc((size_t)(c->hf * c->cw + 8));
+    c->sums = (int16_t *)malloc((size_t)(c->cw + 2) * sizeof(int16_t));
+    return (plane && !c->plane) || !c->row || !c->sums ? -1 : 0;
+}
+
+/* Free what comp_alloc() allocated (any of it; a zeroed Comp has nothing). */
+static void comp_free(Comp *c, int plane) {
+    free(c->row);
+    free(c->sums);
+    c->row = NULL, c->sums = NULL;
+    if (plane) {
+        free((void *)c->plane);
+        c->plane = NULL;
+    }
+}
+
 /* Streaming, the decoder's thread once it has published every block row: it takes the bottom
  * half of the rows the pixel thread has not claimed yet and decodes them here, with planes of
  * its own (so the two threads never write the same memory; the block rows at the split are
@@ -739,10 +760,7 @@ MAYBE_UNUSED static int feed_help(RowFeed *f, const Comp *comps, int n, uint8_t 
         Comp *c = &mine[k];
         *c = comps[k];
         c->feed = NULL;
-        c->plane = (const uint8_t *)malloc((size_t)(c->bh * 8 * c->stride));
-        c->row = (uint8_t *)malloc((size_t)(c->hf * c->cw + 8));
-        c->sums = (int16_t *)malloc((size_t)(c->cw + 2) * sizeof(int16_t));
-        if (!c->plane || !c->row || !c->sums) ok = 0;
+        if (comp_alloc(c, 1) < 0) ok = 0;
     }
     Py_ssize_t split = height;
     if (ok) {
@@ -760,11 +778,7 @@ MAYBE_UNUSED static int feed_help(RowFeed *f, const Comp *comps, int n, uint8_t 
         }
         upsample_color_rows(mine, n, out, split, height, width, convert, pb);
     }
-    for (int k = 0; k < n; k++) {
-        free((void *)mine[k].plane);
-        free(mine[k].row);
-        free(mine[k].sums);
-    }
+    for (int k = 0; k < n; k++) comp_free(&mine[k], 1);
     return ok ? 0 : -1;
 #else
     (void)f, (void)comps, (void)n, (void)out, (void)height, (void)width, (void)convert, (void)pb;
@@ -803,11 +817,7 @@ static int upsample_color_image(Comp *comps, int n, uint8_t *out, Py_ssize_t hei
         for (int k = 0; k < n; k++) {
             Comp *c = &b[t].comps[k];
             *c = comps[k];
-            if (t > 0) { /* the first band uses the caller's buffers */
-                c->row = (uint8_t *)malloc((size_t)(c->hf * c->cw + 8));
-                c->sums = (int16_t *)malloc((size_t)(c->cw + 2) * sizeof(int16_t));
-                if (!c->row || !c->sums) ok = 0;
-            }
+            if (t > 0 && comp_alloc(c, 0) < 0) ok = 0; /* the first band uses the caller's buffers */
         }
     }
     for (int t = 1; t < bands && ok; t++)
@@ -831,31 +841,23 @@ static int upsample_color_image(Comp *comps, int n, uint8_t *out, Py_ssize_t hei
     }
 #endif
     for (int t = 1; t < bands; t++)
-        for (int k = 0; k < n; k++) {
-            free(b[t].comps[k].row);
-            free(b[t].comps[k].sums);
-        }
+        for (int k = 0; k < n; k++) comp_free(&b[t].comps[k], 0);
     return ok ? 0 : -1;
 }
 
 /* ---- Components from their geometry ---------------------------------------------------------- */
 
 /* Check a component's geometry (set by the caller: ch, cw, hf, vf, mode, stride, and bh, bw
- * when decoding from blocks) against the output size, and give it its buffers: row buffers,
- * and from blocks its plane. 0, or -1 with a Python exception set (needs the GIL). */
+ * when decoding from blocks) against the output size, and give it its buffers (comp_alloc;
+ * comp_free frees them). 0, or -1 with a Python exception set (needs the GIL). */
 static int comp_setup(Comp *c, Py_ssize_t height, Py_ssize_t width, int from_blocks) {
     if (c->ch < 1 || c->cw < 1 || c->hf < 1 || c->vf < 1 || c->stride < c->cw || c->mode < 0 || c->mode > 3
         || c->cw * c->hf < width || c->ch * c->vf < height || (from_blocks && c->bh * 8 < c->ch)) {
         PyErr_SetString(PyExc_ValueError, "invalid component geometry");
         return -1;
     }
-    if (from_blocks) {
-        c->plane = (const uint8_t *)malloc((size_t)(c->bh * 8 * c->stride));
-        c->stop = c->bh;
-    }
-    c->row = (uint8_t *)malloc((size_t)(c->hf * c->cw + 8));
-    c->sums = (int16_t *)malloc((size_t)(c->cw + 2) * sizeof(int16_t));
-    if ((from_blocks && !c->plane) || !c->row || !c->sums) {
+    if (from_blocks) c->stop = c->bh;
+    if (comp_alloc(c, from_blocks) < 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -871,15 +873,6 @@ static int check_layout(Py_ssize_t n, int pb, int convert) {
         return -1;
     }
     return 0;
-}
-
-/* Free what comp_setup() allocated (any of it; a zeroed Comp has nothing). */
-static void comp_release(Comp *c, int from_blocks) {
-    free(c->row);
-    free(c->sums);
-    if (from_blocks) free((void *)c->plane);
-    c->row = NULL, c->sums = NULL;
-    if (from_blocks) c->plane = NULL;
 }
 
 /* Once, at module init, in every module that compiles this file. */
@@ -990,7 +983,7 @@ static PyObject *pixel_stage(PyObject *args, int from_blocks) {
         if (!ok) PyErr_NoMemory();
         PyBuffer_Release(&o);
     }
-    for (int k = 0; k < 4; k++) comp_release(&comps[k], from_blocks);
+    for (int k = 0; k < 4; k++) comp_free(&comps[k], from_blocks);
     for (int k = 0; k < got; k++) {
         PyBuffer_Release(&views[k][0]);
         if (from_blocks) PyBuffer_Release(&views[k][1]);

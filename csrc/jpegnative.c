@@ -461,7 +461,7 @@ static void release_pixels(pixel_job *p, Py_buffer *out)
 {
     int k;
     for (k = 0; k < 4; k++)
-        comp_release(&p->comps[k], 1);
+        comp_free(&p->comps[k], 1);
     if (p->out)
         feed_destroy(&p->feed);
     if (out->obj)

@@ -77,9 +77,7 @@ static int run(int H, int W, int n, const int *hs, const int *vs, int convert, i
     for (int pass = 0; pass < 2; pass++) {
         Comp *cs = pass ? c2 : c1;
         for (int k = 0; k < n; k++) {
-            cs[k].plane = malloc(cs[k].bh * 8 * cs[k].stride);
-            cs[k].row = malloc(cs[k].hf * cs[k].cw + 8);
-            cs[k].sums = malloc((cs[k].cw + 2) * sizeof(int16_t));
+            comp_alloc(&cs[k], 1);
             cs[k].done = 0;
             if (pass && bands <= 0) { /* the pixel stage reads blocks the producer is still writing */
                 streamed[k] = calloc(cs[k].bh * cs[k].bw * 64, 2);
@@ -108,7 +106,7 @@ static int run(int H, int W, int n, const int *hs, const int *vs, int convert, i
     for (int k = 0; k < n; k++) free(streamed[k]);
     for (int pass = 0; pass < 2; pass++) {
         Comp *cs = pass ? c2 : c1;
-        for (int k = 0; k < n; k++) { free((void *)cs[k].plane); free(cs[k].row); free(cs[k].sums); }
+        for (int k = 0; k < n; k++) comp_free(&cs[k], 1);
     }
     for (int k = 0; k < n; k++) free(blocks[k]);
     free(o1); free(o2);
