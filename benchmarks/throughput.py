@@ -148,6 +148,9 @@ def candidates(devices: list[str], set_name: str, model_files: int, cpu_models: 
             rows.append(("kdecode decode(model=None) -> PIL, 1 thread [cpu]", device, True,
                          one_thread(one(None, out="pil")), None))
         rows.append((f"kdecode decode_batch(model=None, 64) [{device}]", device, False, batch(None, 64), None))
+        if device == "cuda":  # the drop-in form: PIL images in host memory, like the Pillow anchor
+            rows.append(("kdecode decode_batch(model=None, 64) -> PIL [cuda]", device, False,
+                         batch(None, 64, out="pil"), None))
         limit = model_files if device == "cpu" else None
         for name in (models if device != "cpu" or cpu_models else []):
             rows.append((f"{name} batch 1 [{device}]", device, True, one(name), limit))
@@ -211,14 +214,14 @@ def measure_overlap(files: list[bytes], workers: int) -> dict:
     """Wall time of decode_batch(model=None, device="cuda") against its two parts measured
     alone on the same files: the CPU read (read_coefficients in ``workers`` threads) and the GPU
     decode of coefficients already read."""
-    def read_all():
+    def read_all():  # as decode_batch's workers read on a GPU: into pinned memory
         with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(kdecode.read_coefficients, files))
+            return list(pool.map(lambda f: kdecode.read_coefficients(f, pin_memory=True), files))
 
     decoder = kdecode.load_model("exact", device="cuda")
     coeffs = read_all()
 
-    def gpu_all():  # what decode_batch does on the GPU: batches of 64, one geometry a launch
+    def gpu_all():  # what decode_batch does on the GPU: batches of 64 (one ragged batch each)
         with torch.inference_mode():
             for s in range(0, len(coeffs), 64):
                 decoder.decode_many(coeffs[s:s + 64], "cuda")

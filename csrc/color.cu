@@ -18,26 +18,45 @@ struct Comp {
     int row_stride, h, w, hf, vf, mode;
 };
 
-// uint8 planes: libjpeg's integer filters with their rounding biases.
-__device__ __forceinline__ int upsampled(const unsigned char* p, const Comp& c, int y, int x) {
+// Where a component's uint8 samples are: a plane with rows `stride` apart ...
+struct PlaneRows {
+    const unsigned char* p;
+    long long stride;
+    __device__ __forceinline__ int at(int y, int x) const { return p[(long long)y * stride + x]; }
+};
+
+// ... or 8x8 blocks of samples in row order ([.., 64], what idct_islow_ragged_s16_u8 writes),
+// `per_row` blocks to a row of blocks.
+struct BlockRows {
+    const unsigned char* p;
+    int per_row;
+    __device__ __forceinline__ int at(int y, int x) const {
+        return p[((long long)(y >> 3) * per_row + (x >> 3)) * 64 + ((y & 7) << 3) + (x & 7)];
+    }
+};
+
+// uint8 samples: libjpeg's integer filters with their rounding biases.
+template <class S>
+__device__ __forceinline__ int upsampled_u8(const S& s, const Comp& c, int y, int x) {
     if (c.mode == 1) {  // h2v1: (3 * nearer + farther + 1 or 2) >> 2
         const int j = x >> 1, jn = clamp_index(j + ((x & 1) ? 1 : -1), c.w);
-        const unsigned char* row = p + (long long)y * c.row_stride;
-        return (3 * row[j] + row[jn] + ((x & 1) ? 2 : 1)) >> 2;
+        return (3 * s.at(y, j) + s.at(y, jn) + ((x & 1) ? 2 : 1)) >> 2;
     }
     if (c.mode == 2) {  // h1v2
         const int i = y >> 1, in = clamp_index(i + ((y & 1) ? 1 : -1), c.h);
-        return (3 * p[(long long)i * c.row_stride + x] + p[(long long)in * c.row_stride + x] + ((y & 1) ? 2 : 1)) >> 2;
+        return (3 * s.at(i, x) + s.at(in, x) + ((y & 1) ? 2 : 1)) >> 2;
     }
     if (c.mode == 3) {  // h2v2: vertical 3:1 sums, then horizontal 3:1 with biases 8 / 7, >> 4
         const int i = y >> 1, in = clamp_index(i + ((y & 1) ? 1 : -1), c.h);
         const int j = x >> 1, jn = clamp_index(j + ((x & 1) ? 1 : -1), c.w);
-        const unsigned char* near = p + (long long)i * c.row_stride;
-        const unsigned char* far = p + (long long)in * c.row_stride;
-        const int s = 3 * near[j] + far[j], sn = 3 * near[jn] + far[jn];
-        return (3 * s + sn + ((x & 1) ? 7 : 8)) >> 4;
+        const int v = 3 * s.at(i, j) + s.at(in, j), vn = 3 * s.at(i, jn) + s.at(in, jn);
+        return (3 * v + vn + ((x & 1) ? 7 : 8)) >> 4;
     }
-    return p[(long long)clamp_index(y / c.vf, c.h) * c.row_stride + clamp_index(x / c.hf, c.w)];
+    return s.at(clamp_index(y / c.vf, c.h), clamp_index(x / c.hf, c.w));
+}
+
+__device__ __forceinline__ int upsampled(const unsigned char* p, const Comp& c, int y, int x) {
+    return upsampled_u8(PlaneRows{p, c.row_stride}, c, y, x);
 }
 
 // float planes: the same filters without rounding.
@@ -159,4 +178,59 @@ extern "C" __global__ void __launch_bounds__(256) upsample_color_f32(
         float* out, int n_images, int n_comp, int height, int width, int convert, int vector) {
     upsample_color<float, float>(KD_PLANE_PASS(0), KD_PLANE_PASS(1), KD_PLANE_PASS(2), out, n_images, n_comp,
                                  height, width, convert, vector);
+}
+
+// ---- a ragged batch: images of any sizes and samplings (1 or 3 components) in one launch --------
+// `samples`: the uint8 8x8 blocks of every component of every image ([B, 64], row order, as
+// idct_islow_ragged_s16_u8 writes them). `desc`: KD_IMAGE_FIELDS int64 per image (the layout of
+// kdecode/ops/cuda.py: RAGGED_FIELDS), images in order of their work items (one a 4-pixel group
+// of an output row). Output: each image's [C, H, W] at its own offset of `out`.
+#define KD_IMAGE_FIELDS 28
+enum { kItemEnd, kOutOffset, kHeight, kWidth, kComps, kConvert, kVector, kComp0 };
+enum { kBlockOffset, kPerRow, kH, kW, kHf, kVf, kMode, kCompFields };
+
+extern "C" __global__ void __launch_bounds__(256) upsample_color_blocks_u8(
+        const unsigned char* __restrict__ samples, const long long* __restrict__ desc, int n_images,
+        unsigned char* __restrict__ out) {
+    const long long total = desc[(long long)(n_images - 1) * KD_IMAGE_FIELDS + kItemEnd];
+    KD_GRID_LOOP(t, total) {
+        int lo = 0, hi = n_images - 1;  // the first image whose items end past t
+        while (lo < hi) {
+            const int mid = (lo + hi) >> 1;
+            if (desc[(long long)mid * KD_IMAGE_FIELDS + kItemEnd] > t) hi = mid; else lo = mid + 1;
+        }
+        const long long* d = desc + (long long)lo * KD_IMAGE_FIELDS;
+        const long long local = t - (lo ? d[kItemEnd - KD_IMAGE_FIELDS] : 0);
+        const int height = (int)d[kHeight], width = (int)d[kWidth], n_comp = (int)d[kComps];
+        const int groups = (width + 3) / 4;
+        const int y = (int)(local / groups);
+        const int x0 = (int)(local - (long long)y * groups) * 4;
+        const int count = width - x0 < 4 ? width - x0 : 4;
+        int value[3][4];
+        KD_UNROLL for (int c = 0; c < 3; ++c) {
+            if (c < n_comp) {
+                const long long* k = d + kComp0 + c * kCompFields;
+                const BlockRows s = {samples + k[kBlockOffset] * 64, (int)k[kPerRow]};
+                const Comp comp = {0, 0, (int)k[kH], (int)k[kW], (int)k[kHf], (int)k[kVf], (int)k[kMode]};
+                KD_UNROLL for (int i = 0; i < 4; ++i) value[c][i] = upsampled_u8(s, comp, y, x0 + (i < count ? i : 0));
+            }
+        }
+        if (d[kConvert]) {
+            KD_UNROLL for (int i = 0; i < 4; ++i) {
+                int rgb[3];
+                ycc_to_rgb(value[0][i], value[1][i], value[2][i], rgb);
+                KD_UNROLL for (int c = 0; c < 3; ++c) value[c][i] = rgb[c];
+            }
+        }
+        const long long plane_size = (long long)height * width;
+        unsigned char* dst = out + d[kOutOffset] + (long long)y * width + x0;
+        KD_UNROLL for (int c = 0; c < 3; ++c) {
+            if (c >= n_comp) break;
+            if (count == 4) {
+                store4(dst + c * plane_size, value[c], d[kVector] != 0);
+            } else {
+                for (int i = 0; i < count; ++i) dst[c * plane_size + i] = (unsigned char)value[c][i];
+            }
+        }
+    }
 }

@@ -144,38 +144,65 @@ extern "C" __global__ void __launch_bounds__(256) idct_f64_f64(KD_COMPONENT_ARGS
 // ---- (4) libjpeg islow: dequantize + integer IDCT + level shift + saturation -> uint8 planes ---
 // Bit-identical to kdecode.ops.idct_islow (jidctint.c with libjpeg-turbo's int32 arithmetic).
 
+// One block: `src` int16 coefficients, `q` its table (64 int32), `dst` the top-left sample of its
+// 8x8 uint8 samples, rows `row_stride` apart.
+__device__ __forceinline__ void islow_block(const short* src, const int* q, unsigned char* dst, long long row_stride) {
+    int blk[64];
+    KD_UNROLL for (int v = 0; v < 8; ++v) {
+        int raw[8];
+        load8(src + v * 8, raw);
+        KD_UNROLL for (int u = 0; u < 8; ++u) blk[v * 8 + u] = raw[u] * q[v * 8 + u];
+    }
+    // Pass 1: columns, keeping PASS1_BITS = 2 extra bits (descale by CONST_BITS - PASS1_BITS).
+    KD_UNROLL for (int u = 0; u < 8; ++u) {
+        int col[8];
+        KD_UNROLL for (int v = 0; v < 8; ++v) col[v] = blk[v * 8 + u];
+        islow8(col, 11);
+        KD_UNROLL for (int v = 0; v < 8; ++v) blk[v * 8 + u] = col[v];
+    }
+    // Pass 2: rows, removing CONST_BITS + PASS1_BITS + 3 (the 2^3 DCT gain).
+    KD_UNROLL for (int y = 0; y < 8; ++y) {
+        int row[8];
+        KD_UNROLL for (int x = 0; x < 8; ++x) row[x] = blk[y * 8 + x];
+        islow8(row, 18);
+        KD_UNROLL for (int x = 0; x < 8; ++x) {
+            const int s = row[x] + 128;
+            row[x] = s < 0 ? 0 : (s > 255 ? 255 : s);
+        }
+        store8(dst + y * row_stride, row);
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(256) idct_islow_s16_u8(KD_COMPONENT_ARGS(short, unsigned char),
                                                                     const int* __restrict__ qt,
                                                                     long long q_image_stride) {
     KD_GRID_LOOP(g, end3) {
         const Where w = locate(g, end0, end1, end2, bh0, bh1, bh2, bh3, bw0, bw1, bw2, bw3);
-        const short* src = pick(w.comp, in0, in1, in2, in3) + w.local * 64;
-        const int* q = qt + w.image * q_image_stride + w.comp * 64;
-        int blk[64];
-        KD_UNROLL for (int v = 0; v < 8; ++v) {
-            int raw[8];
-            load8(src + v * 8, raw);
-            KD_UNROLL for (int u = 0; u < 8; ++u) blk[v * 8 + u] = raw[u] * q[v * 8 + u];
-        }
-        // Pass 1: columns, keeping PASS1_BITS = 2 extra bits (descale by CONST_BITS - PASS1_BITS).
-        KD_UNROLL for (int u = 0; u < 8; ++u) {
-            int col[8];
-            KD_UNROLL for (int v = 0; v < 8; ++v) col[v] = blk[v * 8 + u];
-            islow8(col, 11);
-            KD_UNROLL for (int v = 0; v < 8; ++v) blk[v * 8 + u] = col[v];
-        }
-        // Pass 2: rows, removing CONST_BITS + PASS1_BITS + 3 (the 2^3 DCT gain).
-        unsigned char* dst = pick(w.comp, out0, out1, out2, out3) + w.plane;
-        KD_UNROLL for (int y = 0; y < 8; ++y) {
-            int row[8];
-            KD_UNROLL for (int x = 0; x < 8; ++x) row[x] = blk[y * 8 + x];
-            islow8(row, 18);
-            KD_UNROLL for (int x = 0; x < 8; ++x) {
-                const int s = row[x] + 128;
-                row[x] = s < 0 ? 0 : (s > 255 ? 255 : s);
-            }
-            store8(dst + (long long)y * w.width, row);
-        }
+        islow_block(pick(w.comp, in0, in1, in2, in3) + w.local * 64, qt + w.image * q_image_stride + w.comp * 64,
+                    pick(w.comp, out0, out1, out2, out3) + w.plane, w.width);
+    }
+}
+
+// ---- (4b) islow on a ragged batch: the blocks of many images of any sizes, in one launch --------
+// `in`: int16 blocks [B, 64], segment s (one component of one image) owning blocks
+// [seg_end[s-1], seg_end[s]) with table s of `qt` ([S, 64]); `out`: uint8 samples [B, 64], each
+// block's 8x8 samples in row order (upsample_color_blocks_u8 reads them where they are).
+
+__device__ __forceinline__ int segment_of(long long g, const long long* __restrict__ seg_end, int n_seg) {
+    int lo = 0, hi = n_seg - 1;  // the first segment whose end is past g
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (seg_end[mid] > g) hi = mid; else lo = mid + 1;
+    }
+    return lo;
+}
+
+extern "C" __global__ void __launch_bounds__(256) idct_islow_ragged_s16_u8(
+        const short* __restrict__ in, unsigned char* __restrict__ out, const long long* __restrict__ seg_end,
+        int n_seg, const int* __restrict__ qt) {
+    const long long total = seg_end[n_seg - 1];
+    KD_GRID_LOOP(g, total) {
+        islow_block(in + g * 64, qt + (long long)segment_of(g, seg_end, n_seg) * 64, out + g * 64, 8);
     }
 }
 

@@ -10,12 +10,16 @@ On a GPU the work runs in two stages that overlap:
   reader releases the GIL, so reads run in parallel (the jpeglib reader is serialized by its
   lock, but still overlaps the second stage);
 - decoding (the model, or the exact pixel stage) of groups of ``batch_size`` images: the
-  calling thread hands each group to the model on a CUDA stream of its own, its blocks copied
-  from pinned memory without blocking, while the pool already reads the next group.
+  calling thread hands each group to the decoder on a CUDA stream of its own, in parts of a
+  quarter group as their reads complete (so the GPU works while the rest is read), the blocks
+  copied without blocking from the pinned memory the workers read them into, while the pool
+  already reads the next group. For numpy and PIL results the GPU also lays out each image for
+  the host and copies it back to pinned memory: the group is waited for once.
 
-Within a group, the images of one geometry (size, sampling, block grids) go through the
-decoder as one batch (``Decoder.decode_many``): nothing is padded, so no work is spent on
-padding and every image comes out as ``decode`` gives it.
+Within a part, the images of one geometry (size, sampling, block grids) go through a model as
+one batch (``Decoder.decode_many``), and the exact decode takes the gray and YCbCr images of all
+sizes as one ragged batch: nothing is padded, so no work is spent on padding and every image
+comes out as ``decode`` gives it.
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ from typing import Iterable, Iterator, Sized
 
 import torch
 
-from .decode import _OUTPUTS, _convert, check_model, decode_source, decoder_for
+from .decode import (_OUTPUTS, _channels_last, _convert, _exact_output, _to_host, check_model, decode_source,
+                     decoder_for)
 from .errors import KdecodeError
 from .jpeg.reader import Source, read_coefficients, settings
 
@@ -55,9 +60,9 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
     yield one result per source in input order: what ``decode(src, model, device, output)``
     returns, pixel for pixel.
 
-    On a GPU, ``batch_size`` images are read ahead and decoded as a group while the next group
-    is read; on CPU each of ``workers`` threads (default: one per CPU) reads and decodes whole
-    images. A file that cannot be read or
+    On a GPU, ``batch_size`` images are read ahead and decoded as a group (in parts of a
+    quarter, as they are read) while the next group is read; on CPU each of ``workers`` threads
+    (default: one per CPU) reads and decodes whole images. A file that cannot be read or
     decoded raises its :class:`KdecodeError` (or ``OSError``) when its turn comes, after the
     results before it were yielded; with ``return_exceptions=True`` the exception object is
     yielded in its place and the stream goes on. ``precision``: as for :func:`decode`.
@@ -86,15 +91,28 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
     with ThreadPoolExecutor(workers) as pool:
         stream = torch.cuda.Stream(device)
 
+        # The workers read the blocks straight into pinned memory: their copies to the GPU
+        # are queued without blocking, and the calling thread copies nothing itself.
+        pinned_reads = dict(read_options, pin_memory=True)
+
         def submit_reads() -> list[Future]:
-            return [pool.submit(_read, i, src, read_options) for i, src in islice(sources, batch_size)]
+            return [pool.submit(_read, i, src, pinned_reads) for i, src in islice(sources, batch_size)]
 
         pending = submit_reads()
+        part = -(-batch_size // 4)
         while pending:
             upcoming = submit_reads()  # the pool reads the next group while this one decodes
-            items = [f.result() for f in pending]
-            results = _decode_group(items, model, precision, device, output, stream)
-            for result in results:
+            # The group goes to the GPU in parts of a quarter as its reads complete: the GPU
+            # work (queued, not waited for) overlaps the reads still running, and only the last
+            # part's is left when the last read ends.
+            items: list = []
+            staged: list = []
+            for f in pending:
+                items.append(f.result())
+                if len(items) - len(staged) >= part or len(items) == len(pending):
+                    staged += _launch_group(items[len(staged):], model, precision, device, output, stream)
+            stream.synchronize()
+            for result in _finish_group(staged, items, device, output):
                 if isinstance(result, Exception) and not return_exceptions:
                     for f in upcoming:
                         f.cancel()
@@ -111,8 +129,10 @@ def decode_batch(srcs: Iterable[Source], model: str | None = "auto", device=None
                             **read_options))
 
 
-def _decode_group(items: list, model, precision: str, device, output: str, stream) -> list:
-    """Results (images or exceptions) for one group of read results, in order (GPU)."""
+def _launch_group(items: list, model, precision: str, device, output: str, stream) -> list:
+    """Queue the GPU work for a list of read results on ``stream``: for each, its image on the
+    GPU (``output="torch"``), its samples being copied to pinned host memory (numpy, PIL), or
+    the exception it stays. Valid once the stream is synchronized (see :func:`_finish_group`)."""
     results: list = list(items)  # exceptions stay where they are
     ok = [i for i, c in enumerate(items) if not isinstance(c, Exception)]
     # The images of one decoder go to it together, on our stream (it batches them by geometry).
@@ -130,8 +150,21 @@ def _decode_group(items: list, model, precision: str, device, output: str, strea
                 images = [exc] * len(indices)
             for i, image in zip(indices, images):
                 results[i] = image
-    stream.synchronize()
-    return [r if isinstance(r, Exception) else _convert(r, output, device, c) for r, c in zip(results, items)]
+        if output != "torch":
+            # Each image is laid out for the host on the GPU and copied to pinned memory on our
+            # stream, before the one wait: the host only wraps the samples (converting a CHW
+            # copy on the calling thread took longer than decoding the batch).
+            results = [r if isinstance(r, Exception) else _to_host(_channels_last(r, output), non_blocking=True)
+                       for r in results]
+    return results
+
+
+def _finish_group(staged: list, items: list, device, output: str) -> list:
+    """The results of :func:`_launch_group` (its stream synchronized) as ``output``."""
+    if output == "torch":
+        return [r if isinstance(r, Exception) else _convert(r, output, device, c) for r, c in zip(staged, items)]
+    return [r if isinstance(r, Exception) else _exact_output(r.numpy(), c, device, output)
+            for r, c in zip(staged, items)]
 
 
 def _decode_iter_cpu(sources, model, precision: str, device, output: str, ahead: int, workers: int,

@@ -7,10 +7,13 @@ colour. The exact decode is these two with integer arithmetic; a restoring model
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .jpeg.coefficients import JpegCoefficients
-from .ops import adobe_cmyk, blocks_to_planes, exact_cpu, upsample_to_rgb
+from .ops import adobe_cmyk, blocks_to_planes, cuda, exact_cpu, upsample_to_rgb
+from .ops.dispatch import why_not_kernels_on
+from .ops.upsample import fancy_mode
 
 
 def component_blocks(coeffs: JpegCoefficients, index: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,12 +89,72 @@ def _geometry(coeffs: JpegCoefficients) -> tuple:
 
 
 def decode_exact_many(coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
-    """:func:`decode_exact` of many images, those of the same geometry as one batch: their
-    blocks stacked into one pinned buffer per component, copied in one transfer and decoded by
-    one launch of each kernel (one IDCT for all components, one upsampling+colour), instead of
-    a handful of small copies and launches per image. Results in input order, each a view of
-    its batch."""
-    return _decode_groups(coeffs, None, device)
+    """:func:`decode_exact` of many images. Where the kernels run, the gray and 3-component
+    images go as one ragged batch, whatever their sizes and samplings (:func:`_decode_ragged`:
+    one transfer, two launches); the others (CMYK, and everything on the torch reference) as
+    batches of one geometry each: their blocks stacked into one pinned buffer per component,
+    copied in one transfer and decoded by one launch of each kernel. Results in input order,
+    each a view of its batch."""
+    if device is None or why_not_kernels_on(device):
+        return _decode_groups(coeffs, None, device)
+    ragged = [i for i, c in enumerate(coeffs) if len(c.components) in (1, 3)]
+    rest = [i for i, c in enumerate(coeffs) if len(c.components) not in (1, 3)]
+    out: list = [None] * len(coeffs)
+    budget = MAX_BATCH_SAMPLES["exact"]
+    for indices, decode in ((ragged, _decode_ragged), (rest, lambda g, d: _decode_groups(g, None, d))):
+        start = 0
+        while start < len(indices):  # batches of at most the sample budget (at least one image)
+            end, samples = start + 1, coeffs[indices[start]].height * coeffs[indices[start]].width
+            while end < len(indices) and samples + coeffs[indices[end]].height * coeffs[indices[end]].width <= budget:
+                samples += coeffs[indices[end]].height * coeffs[indices[end]].width
+                end += 1
+            for i, image in zip(indices[start:end], decode([coeffs[i] for i in indices[start:end]], device)):
+                out[i] = image
+            start = end
+    return out
+
+
+def _decode_ragged(coeffs: list[JpegCoefficients], device) -> list[torch.Tensor]:
+    """The exact decode of gray and 3-component images of any sizes in one go on the kernels:
+    every block of every component in one int16 buffer (pinned on a GPU, one transfer), one
+    islow launch over all of them (a table per component segment), one upsampling+colour
+    launch that finds each image's samples from a descriptor (csrc/color.cu). With images of
+    as many sizes as images (LIVE1), batches of one geometry cost a dozen launches and copies
+    an image."""
+    device = torch.device(device)
+    n_blocks = sum(c.blocks.shape[0] * c.blocks.shape[1] for k in coeffs for c in k.components)
+    blocks = torch.empty((n_blocks, 8, 8), dtype=torch.int16, device=device)
+    seg_end, tables, desc, views = [], [], [], []
+    offset = items = out_size = 0
+    for k in coeffs:
+        n_comp, height, width = len(k.components), k.height, k.width
+        h_max, v_max = k.max_h_samp, k.max_v_samp
+        comps = []
+        for comp in k.components:
+            bh, bw = comp.blocks.shape[:2]
+            # Straight from each component's array: blocks read into pinned memory (decode_iter
+            # asks for it) are copied without blocking or a staging copy on this thread.
+            blocks[offset:offset + bh * bw].copy_(torch.from_numpy(comp.blocks.reshape(bh * bw, 8, 8)), non_blocking=True)
+            tables.append(comp.qtable.reshape(64))
+            hf, vf = h_max // comp.h_samp, v_max // comp.v_samp
+            ch, cw = -(-height * comp.v_samp // v_max), -(-width * comp.h_samp // h_max)  # component_size
+            comps += [offset, bw, ch, cw, hf, vf, fancy_mode(hf, vf, cw)]
+            offset += bh * bw
+            seg_end.append(offset)
+        items += height * (-(-width // 4))
+        desc.append([items, out_size, height, width, n_comp, k.color_space == "ycbcr", width % 4 == 0]
+                    + comps + [0] * (7 * (3 - n_comp)))
+        views.append((out_size, (n_comp, height, width)))
+        out_size += -(-n_comp * height * width // 16) * 16  # each image 16-byte aligned: vector stores
+    n_seg = len(seg_end)
+    meta = torch.from_numpy(np.array(seg_end + [v for row in desc for v in row], np.int64))
+    tables = torch.from_numpy(np.array(tables, np.int32))
+    if device.type == "cuda":
+        meta, tables = meta.pin_memory(), tables.pin_memory()
+    tables, meta = tables.to(device, non_blocking=True), meta.to(device, non_blocking=True)
+    samples = cuda.idct_islow_ragged(blocks, meta[:n_seg], tables)
+    out = cuda.upsample_color_blocks(samples, meta[n_seg:].view(len(coeffs), cuda.RAGGED_FIELDS), items, out_size)
+    return [out[o:o + c * h * w].view(c, h, w) for o, (c, h, w) in views]
 
 
 def decode_restoring_luma_many(coeffs: list[JpegCoefficients], restore_luma, device=None) -> list[torch.Tensor]:

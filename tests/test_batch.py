@@ -129,14 +129,40 @@ def test_collate_refuses_mixed_sampling():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_batch_equals_cpu_decode():
-    files = mixed_files()
-    out = kdecode.decode_batch(files, model=None, device="cuda", output="torch", batch_size=3)
+@pytest.mark.parametrize("output", ["torch", "numpy", "pil"])
+@pytest.mark.parametrize("batch_size", [3, 64])
+def test_gpu_batch_equals_cpu_decode(output, batch_size):
+    # The exact decode takes the gray and YCbCr images of a part, all sizes, as one ragged
+    # batch (CMYK beside them); numpy and PIL results are laid out on the GPU and copied to
+    # pinned memory before the group's one wait: each must be what decode() gives on CPU.
+    from test_exact_decode import cmyk_jpeg
+
+    files = mixed_files() + [cmyk_jpeg(21, 30, 7, 2, subsampling=2)] + mixed_files()[::-1]
+    out = kdecode.decode_batch(files, model=None, device="cuda", output=output, batch_size=batch_size)
     for data, got in zip(files, out):
-        assert got.is_cuda
-        assert torch.equal(got.cpu(), kdecode.decode(data, model=None, output="torch"))
+        want = kdecode.decode(data, model=None, output=output)
+        if output == "torch":
+            assert got.is_cuda
+            got = got.cpu()
+        if output == "pil":
+            assert (got.mode, got.size, got.info) == (want.mode, want.size, want.info)
+        assert np.array_equal(np.asarray(got), np.asarray(want))
+    one = kdecode.decode(files[-1], model=None, device="cuda", output=output)  # decode's own copy back
+    assert np.array_equal(np.asarray(one.cpu() if output == "torch" else one), np.asarray(want))
     batch = collate_coefficients([kdecode.read_coefficients(f) for f in files[:1]]).pin_memory().to("cuda")
     assert batch.blocks[0].is_cuda
+
+
+def test_read_into_pinned_memory():
+    # decode_iter's GPU workers read the blocks straight into pinned memory.
+    data = mixed_files()[2]
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="pin"):
+            kdecode.read_coefficients(data, pin_memory=True)
+        return
+    pinned, plain = kdecode.read_coefficients(data, pin_memory=True), kdecode.read_coefficients(data)
+    for a, b in zip(pinned.components, plain.components):
+        assert torch.from_numpy(a.blocks).is_pinned() and np.array_equal(a.blocks, b.blocks)
 
 
 def test_exact_decode_of_many_batches_by_geometry(monkeypatch):

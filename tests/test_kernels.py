@@ -416,6 +416,34 @@ def test_exact_decode_on_kernels_matches_pillow(device, jpeg_corpus):
         assert np.array_equal(array, _pillow(data)), name
 
 
+def test_ragged_batch_matches_pillow(device, jpeg_corpus, monkeypatch):
+    """decode_exact_many on the kernels: the corpus's gray and YCbCr/RGB images (every sampling,
+    odd sizes, all different) in one ragged batch of two launches, a CMYK file beside them on the
+    per-geometry path, and a sample budget that splits the batch: each image is Pillow's, in
+    input order."""
+    from kdecode import pipeline, read_coefficients
+    from test_exact_decode import cmyk_jpeg
+
+    files = [data for _, data in jpeg_corpus]
+    files.insert(2, cmyk_jpeg(21, 30, 7, 2, subsampling=2))
+    coeffs = [read_coefficients(data) for data in files]
+    assert len({(c.height, c.width, c.sampling) for c in coeffs}) > 10
+    launches = []
+    ragged = cuda.idct_islow_ragged
+    monkeypatch.setattr(cuda, "idct_islow_ragged", lambda *a: launches.append(a[0].shape[0]) or ragged(*a))
+    for budget, batches in ((1 << 27, 1), (300_000, None)):
+        monkeypatch.setitem(pipeline.MAX_BATCH_SAMPLES, "exact", budget)
+        launches.clear()
+        images = pipeline.decode_exact_many(coeffs, device)
+        assert len(launches) == batches if batches else len(launches) > 2, launches
+        assert sum(launches) == sum(c.blocks.shape[0] * c.blocks.shape[1] for k in coeffs for c in k.components
+                                    if len(k.components) != 4)
+        for data, image in zip(files, images):
+            image = image.cpu()
+            array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+            assert np.array_equal(array, _pillow(data))
+
+
 @pytest.mark.gpu
 def test_decode_on_cuda_is_pillow(jpeg_corpus):
     problem = _gpu_problem()

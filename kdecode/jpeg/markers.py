@@ -70,11 +70,18 @@ class JpegHeader:
     # header parser takes its ``Image.info`` from (see ``metadata``)
     metadata_spans: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
+    # the block grids, computed once (see block_grids)
+    _grids: list[tuple[int, int]] | None = field(default=None, repr=False)
+
     @property
     def qtables(self) -> dict[int, np.ndarray]:
         """Table index -> uint16 [8, 8], natural order (the last definition of each)."""
-        return {tq: np.frombuffer(raw, dtype=">u2" if pq else np.uint8)[_UNZIGZAG].astype(np.uint16).reshape(8, 8)
-                for tq, (pq, raw) in self.raw_qtables.items()}
+        return {tq: self.qtable(tq) for tq in self.raw_qtables}
+
+    def qtable(self, index: int) -> np.ndarray:
+        """Table ``index`` (defined) as uint16 [8, 8], natural order."""
+        pq, raw = self.raw_qtables[index]
+        return np.frombuffer(raw, dtype=">u2" if pq else np.uint8)[_UNZIGZAG].astype(np.uint16).reshape(8, 8)
 
     def metadata(self, data: bytes) -> bytes:
         """A JPEG header holding only the segments of ``metadata_spans`` (SOI, APPn, COM, SOF,
@@ -92,10 +99,13 @@ class JpegHeader:
     def block_grids(self) -> list[tuple[int, int]]:
         """(blocks_h, blocks_w) of every component: its own grid, not padded to the MCU
         (libjpeg's height_in_blocks / width_in_blocks)."""
-        comps = self.components
-        width8 = 8 * max([c.h_samp for c in comps])
-        height8 = 8 * max([c.v_samp for c in comps])
-        return [(-(-self.height * c.v_samp // height8), -(-self.width * c.h_samp // width8)) for c in comps]
+        if self._grids is None:  # the frame header is parsed once: so is its geometry
+            comps = self.components
+            width8 = 8 * max([c.h_samp for c in comps])
+            height8 = 8 * max([c.v_samp for c in comps])
+            self._grids = [(-(-self.height * c.v_samp // height8), -(-self.width * c.h_samp // width8))
+                           for c in comps]
+        return self._grids
 
     @property
     def color_space(self) -> str:

@@ -109,7 +109,7 @@ class JpeglibBackend:
         self.library = f"jpeglib {jpeglib.__version__} (libjpeg-turbo 2.1.0 build, no SIMD)"
 
     def read(self, data: bytes, path: str | None, header: JpegHeader, source: str,
-             allow_truncated: bool = True, pixels: None = None):
+             allow_truncated: bool = True, pixels: None = None, empty=np.empty):
         if pixels is not None:
             raise ValueError("the jpeglib reader does not decode pixels (decodes_pixels is False)")
         import tempfile
@@ -121,7 +121,7 @@ class JpeglibBackend:
         # jpeglib's own read_dct() reads the file three times (info, markers, coefficients) and
         # copies it to one more temporary file; its C function alone reads it once, into arrays
         # allocated here from the checked header (twice as fast).
-        planes = [np.empty((bh, bw, 8, 8), np.int16) for bh, bw in header.block_grids()]
+        planes = [empty((bh, bw, 8, 8), np.int16) for bh, bw in header.block_grids()]
         qt = np.zeros((4, 64), np.uint16)
         table_of = np.zeros(4, np.int16)
         pointers = [p.ctypes.data_as(ctypes.c_void_p) for p in planes] + [None] * (4 - len(planes))
@@ -198,13 +198,13 @@ class NativeBackend:
         self.library = self._native.libjpeg_version
 
     def read(self, data: bytes, path: str | None, header: JpegHeader, source: str,
-             allow_truncated: bool = True, pixels: tuple | None = None):
+             allow_truncated: bool = True, pixels: tuple | None = None, empty=np.empty):
         grids = header.block_grids()
         # libjpeg decodes whole MCUs: it gets arrays padded to them and returns each component's
         # own grid at the start of its array. One array per component, not one per image: with
         # glibc's malloc the single larger block was not reused from the heap when many results
         # stay alive (a batch), and was page-faulted afresh each time (about 6x the faults).
-        padded = [np.empty((-(-bh // c.v_samp) * c.v_samp, -(-bw // c.h_samp) * c.h_samp, 8, 8), np.int16)
+        padded = [empty((-(-bh // c.v_samp) * c.v_samp, -(-bw // c.h_samp) * c.h_samp, 8, 8), np.int16)
                   for (bh, bw), c in zip(grids, header.components)]
         qtables = np.empty((len(grids), 8, 8), np.uint16)
         status, warnings, message, scans, restart_interval = self._native.read(
@@ -263,24 +263,34 @@ def backend_info() -> dict:
 
 
 def read_coefficients(src: Source, *, max_pixels: int | None | str = "default",
-                      allow_truncated: bool | None = None) -> JpegCoefficients:
+                      allow_truncated: bool | None = None, pin_memory: bool = False) -> JpegCoefficients:
     """Read the quantized DCT coefficients and quantization tables of a JPEG.
 
     ``src``: a path, ``bytes`` or a binary file object. Returns :class:`JpegCoefficients`
     (int16 ``[blocks_h, blocks_w, 8, 8]`` blocks per component, natural order, with the file's
     own uint16 ``[8, 8]`` tables). Raises a :class:`KdecodeError` subclass for anything that is
     not a decodable 8-bit JPEG, is over ``max_pixels``, or is truncated/corrupt (unless
-    ``allow_truncated``).
+    ``allow_truncated``). ``pin_memory``: the blocks are read straight into pinned (page-locked)
+    memory, for copies to a GPU that do not block (needs CUDA).
     """
     data, path, name = _load_source(src)
     return read_coefficients_from_bytes(data, name, path=path, max_pixels=max_pixels,
-                                        allow_truncated=allow_truncated)
+                                        allow_truncated=allow_truncated, pin_memory=pin_memory)
 
 
 def read_coefficients_from_bytes(data: bytes, name: str = "<bytes>", *, path: str | None = None,
                                  max_pixels: int | None | str = "default",
-                                 allow_truncated: bool | None = None) -> JpegCoefficients:
-    return _read(data, name, path, max_pixels, allow_truncated)[0]
+                                 allow_truncated: bool | None = None, pin_memory: bool = False) -> JpegCoefficients:
+    return _read(data, name, path, max_pixels, allow_truncated, empty=_pinned_empty if pin_memory else np.empty)[0]
+
+
+def _pinned_empty(shape: tuple, dtype) -> np.ndarray:
+    """``np.empty`` for the int16 blocks, in pinned memory (torch's caching host allocator: a
+    batch's blocks reuse the last batch's pages). Without CUDA, torch raises a RuntimeError."""
+    import torch
+
+    assert np.dtype(dtype) == np.int16
+    return torch.empty(shape, dtype=torch.int16, pin_memory=True).numpy()
 
 
 def read_and_decode(src: Source, pixels, *, max_pixels: int | None | str = "default",
@@ -294,7 +304,7 @@ def read_and_decode(src: Source, pixels, *, max_pixels: int | None | str = "defa
     return _read(data, name, path, max_pixels, allow_truncated, pixels)
 
 
-def _read(data: bytes, name: str, path: str | None, max_pixels, allow_truncated, pixels=None):
+def _read(data: bytes, name: str, path: str | None, max_pixels, allow_truncated, pixels=None, empty=np.empty):
     if max_pixels == "default":
         max_pixels = settings.max_image_pixels
     if allow_truncated is None:
@@ -306,7 +316,7 @@ def _read(data: bytes, name: str, path: str | None, max_pixels, allow_truncated,
         header = _parse_whole_file(data, name, max_pixels, allow_truncated)
     image, pixel_args = pixels(header) if pixels and backend.decodes_pixels else (None, None)
     try:
-        planes, qtables, warnings, messages = backend.read(data, path, header, name, allow_truncated, pixel_args)
+        planes, qtables, warnings, messages = backend.read(data, path, header, name, allow_truncated, pixel_args, empty)
     except KdecodeError:
         if backend.checks_whole_file:  # the parser's reason, where it has one, as on the jpeglib path
             _parse_whole_file(data, name, max_pixels, allow_truncated)

@@ -224,3 +224,33 @@ def upsample_color(planes: list[torch.Tensor], factors: list[tuple[int, int]], m
     name = "upsample_color_u8" if dtype == torch.uint8 else "upsample_color_f32"
     _launch("color.cu", name, n * height * (-(-width // 4)), args, device)
     return out
+
+
+# ---- a ragged batch (images of any sizes in one launch) ------------------------------------------
+
+#: int64 fields per image of ``upsample_color_blocks`` (csrc/color.cu: KD_IMAGE_FIELDS): item end,
+#: output offset, height, width, components, convert, vector; then per component slot (3) block
+#: offset, blocks per row, real height, real width, h factor, v factor, mode.
+RAGGED_FIELDS = 28
+
+
+def idct_islow_ragged(blocks: torch.Tensor, seg_end: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """libjpeg islow on int16 blocks ``[B, 8, 8]`` of many components of many images: segment s
+    (int64 ``seg_end``, inclusive prefix of block counts) uses int32 table ``tables[s]``
+    (``[S, 64]``). Returns uint8 samples ``[B, 8, 8]``, block by block."""
+    out = torch.empty(blocks.shape, dtype=torch.uint8, device=blocks.device)
+    total = blocks.shape[0]
+    _launch("dct.cu", "idct_islow_ragged_s16_u8", total, [blocks, out, seg_end, np.int32(seg_end.shape[0]), tables],
+            blocks.device)
+    return out
+
+
+def upsample_color_blocks(samples: torch.Tensor, desc: torch.Tensor, items: int, out_size: int) -> torch.Tensor:
+    """Upsampling and colour of a ragged batch: ``samples`` uint8 ``[B, 8, 8]`` (from
+    :func:`idct_islow_ragged`), ``desc`` int64 ``[N, RAGGED_FIELDS]`` (``items``: the last
+    image's item end). Returns the flat uint8 output of ``out_size`` elements, each image's
+    ``[C, H, W]`` at its offset."""
+    out = torch.empty(out_size, dtype=torch.uint8, device=samples.device)
+    _launch("color.cu", "upsample_color_blocks_u8", items, [samples, desc, np.int32(desc.shape[0]), out],
+            samples.device)
+    return out

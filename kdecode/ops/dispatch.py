@@ -51,16 +51,24 @@ def device_has_kernels(device: torch.device) -> bool:
 
 def why_not_kernels(*tensors: torch.Tensor, supported: bool = True) -> str | None:
     """The reason the reference runs for these tensors, or None when the kernel runs."""
+    if not supported:
+        return why_not_kernels_on(None) or "the kernel does not support these dtypes or shapes"
+    devices = {t.device for t in tensors}
+    if len(devices) != 1:
+        return why_not_kernels_on(None) or f"tensors are on several devices: {sorted(map(str, devices))}"
+    return why_not_kernels_on(devices.pop())
+
+
+def why_not_kernels_on(device) -> str | None:
+    """The reason the reference runs for tensors on ``device`` (None: the kernels run; a device
+    of None checks only what forces the reference)."""
     if os.environ.get(FORCE_TORCH_ENV, "") not in ("", "0"):
         return f"{FORCE_TORCH_ENV} is set"
     if getattr(_local, "forced", False):
         return "force_torch() is active"
-    if not supported:
-        return "the kernel does not support these dtypes or shapes"
-    devices = {t.device for t in tensors}
-    if len(devices) != 1:
-        return f"tensors are on several devices: {sorted(map(str, devices))}"
-    device = devices.pop()
+    if device is None:
+        return None
+    device = torch.device(device)
     if not device_has_kernels(device):
         return f"tensors are on {device}" if device.type != "cuda" else cupy_problem()
     return None

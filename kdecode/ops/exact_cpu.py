@@ -113,7 +113,7 @@ def read_and_decode(src, rgbx: bool = False, threads: int = 1, decode_if=None, *
     component's uint16 [8, 8] quantization table (else the array returned is None)."""
 
     def plan(header):
-        if decode_if is not None and not decode_if(header.qtables[header.components[0].qtable_index]):
+        if decode_if is not None and not decode_if(header.qtable(header.components[0].qtable_index)):
             return None, None
         image, convert, geometry, bands, stream = _plan(header.height, header.width, header.color_space,
                                                         [(c.h_samp, c.v_samp) for c in header.components],
