@@ -104,7 +104,8 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
             upcoming = submit_reads()  # the pool reads the next group while this one decodes
             # The group goes to the GPU in parts of a quarter as its reads complete: the GPU
             # work (queued, not waited for) overlaps the reads still running, and only the last
-            # part's is left when the last read ends.
+            # part's is left when the last read ends. `items` holds the read results until the
+            # stream is synchronized: their pinned blocks are the sources of copies in flight.
             items: list = []
             staged: list = []
             for f in pending:

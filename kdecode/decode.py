@@ -88,9 +88,7 @@ def decode_source(src: Source, model, device, output: str, precision: str, threa
             return _exact_output(array, coeffs, device, output)
         decoder = decoder_for(coeffs, model, device, precision)
     else:
-        # For a GPU the blocks are read into pinned memory: copied there without a staging copy.
-        pinned = device is not None and torch.device(device).type == "cuda"
-        coeffs = read_coefficients(src, pin_memory=pinned, **read_options)
+        coeffs = read_coefficients(src, **read_options)
         decoder = decoder_for(coeffs, model, device, precision)
     return decode_with(decoder, coeffs, device, output, threads)
 

@@ -271,7 +271,9 @@ def read_coefficients(src: Source, *, max_pixels: int | None | str = "default",
     own uint16 ``[8, 8]`` tables). Raises a :class:`KdecodeError` subclass for anything that is
     not a decodable 8-bit JPEG, is over ``max_pixels``, or is truncated/corrupt (unless
     ``allow_truncated``). ``pin_memory``: the blocks are read straight into pinned (page-locked)
-    memory, for copies to a GPU that do not block (needs CUDA).
+    memory, for copies to a GPU that do not block (needs CUDA). Keep the result until such
+    copies are done (their stream synchronized): its memory goes back to torch's pinned pool
+    when it is freed, and torch cannot see copies made from a numpy view of it.
     """
     data, path, name = _load_source(src)
     return read_coefficients_from_bytes(data, name, path=path, max_pixels=max_pixels,
