@@ -416,18 +416,20 @@ def test_exact_decode_on_kernels_matches_pillow(device, jpeg_corpus):
         assert np.array_equal(array, _pillow(data)), name
 
 
-def test_ragged_batch_matches_pillow(device, jpeg_corpus, monkeypatch):
-    """decode_exact_many on the kernels: the corpus's gray and YCbCr/RGB images (every sampling,
-    odd sizes, all different) in one ragged batch of two launches, a CMYK file beside them on the
-    per-geometry path, and a sample budget that splits the batch: each image is Pillow's, in
-    input order."""
+def test_ragged_batch_is_the_exact_decode(device, jpeg_corpus, monkeypatch):
+    """decode_exact_many on the kernels: the corpus's gray and YCbCr/RGB images and the extra
+    one's (every sampling Pillow writes, 4:4:0, 4:1:1, mixed factors; odd sizes, all different)
+    in one ragged batch of two launches, a CMYK file beside them on the per-geometry path, and a
+    sample budget that splits the batch: each image is its exact decode (Pillow's), in order."""
     from kdecode import pipeline, read_coefficients
+    from native_support import extra_corpus
     from test_exact_decode import cmyk_jpeg
 
-    files = [data for _, data in jpeg_corpus]
+    files = [data for _, data in jpeg_corpus] + list(extra_corpus().values())
     files.insert(2, cmyk_jpeg(21, 30, 7, 2, subsampling=2))
     coeffs = [read_coefficients(data) for data in files]
     assert len({(c.height, c.width, c.sampling) for c in coeffs}) > 10
+    expected = [pipeline.decode_exact(c) for c in coeffs]
     launches = []
     ragged = cuda.idct_islow_ragged
     monkeypatch.setattr(cuda, "idct_islow_ragged", lambda *a: launches.append(a[0].shape[0]) or ragged(*a))
@@ -438,10 +440,8 @@ def test_ragged_batch_matches_pillow(device, jpeg_corpus, monkeypatch):
         assert len(launches) == batches if batches else len(launches) > 2, launches
         assert sum(launches) == sum(c.blocks.shape[0] * c.blocks.shape[1] for k in coeffs for c in k.components
                                     if len(k.components) != 4)
-        for data, image in zip(files, images):
-            image = image.cpu()
-            array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
-            assert np.array_equal(array, _pillow(data))
+        for k, (want, image) in enumerate(zip(expected, images)):
+            assert image.shape == want.shape and torch.equal(image.cpu(), want), k
 
 
 @pytest.mark.gpu
