@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks: file sets, timing, machine description, tables."""
 from __future__ import annotations
 
+import functools
 import io
 import os
 import platform
@@ -35,21 +36,24 @@ def file_sets(names: list[str]) -> dict[str, list[bytes]]:
     """Named lists of JPEG bytes. ``bsds500``: the 432 originals; ``bsds500-qN``: re-encoded at
     quality N (4:2:0); ``live1-qN``: LIVE1_color at quality N; ``photo2000x1500-q90``: generated;
     ``crops64-q75``: 64x64 centre crops of the BSDS500 originals at quality 75 (small images).
+    A ``-progressive`` suffix encodes the set as progressive JPEGs (Pillow's scan script).
     A folder ``SHARED_DATA/encoded/<name>/`` holding the set's JPEGs already (``write_sets``)
     is used as it is: the set travels as a few MB of JPEGs instead of its source images."""
     sets = {}
-    for name in names:
-        ready = sorted((SHARED_DATA / "encoded" / name).glob("*.jpg"))
+    for full_name in names:
+        ready = sorted((SHARED_DATA / "encoded" / full_name).glob("*.jpg"))
+        name = full_name.removesuffix("-progressive")
+        encode_set = functools.partial(encode, progressive=name != full_name)
         if ready:
-            sets[name] = [f.read_bytes() for f in ready]
+            sets[full_name] = [f.read_bytes() for f in ready]
         elif name.startswith("photo"):
             size, _, q = name[5:].partition("-q")
             w, h = map(int, size.split("x"))
-            sets[name] = [encode(synthetic_photo(h, w), quality=int(q or 90), subsampling="4:2:0")]
+            sets[full_name] = [encode_set(synthetic_photo(h, w), quality=int(q or 90), subsampling="4:2:0")]
         elif name.startswith("crops"):  # small images: 64x64 (etc.) centre crops of the BSDS500 originals
             files = sorted((SHARED_DATA / "BSDS500").rglob("*.jpg"))
             if not files:
-                print(f"skipping {name}: {SHARED_DATA / 'BSDS500'} not found")
+                print(f"skipping {full_name}: {SHARED_DATA / 'BSDS500'} not found")
                 continue
             size, _, q = name[5:].partition("-q")
             n = int(size)
@@ -57,27 +61,27 @@ def file_sets(names: list[str]) -> dict[str, list[bytes]]:
             for f in files:
                 rgb = np.asarray(Image.open(f).convert("RGB"))
                 top, left = (rgb.shape[0] - n) // 2, (rgb.shape[1] - n) // 2
-                crops.append(encode(rgb[top:top + n, left:left + n], quality=int(q or 75), subsampling="4:2:0"))
-            sets[name] = crops
+                crops.append(encode_set(rgb[top:top + n, left:left + n], quality=int(q or 75), subsampling="4:2:0"))
+            sets[full_name] = crops
         elif name.startswith("bsds500"):
             files = sorted((SHARED_DATA / "BSDS500").rglob("*.jpg"))
             if not files:
-                print(f"skipping {name}: {SHARED_DATA / 'BSDS500'} not found")
+                print(f"skipping {full_name}: {SHARED_DATA / 'BSDS500'} not found")
                 continue
             _, _, q = name.partition("-q")
-            sets[name] = [f.read_bytes() if not q else
-                          encode(np.asarray(Image.open(f).convert("RGB")), quality=int(q), subsampling="4:2:0")
+            sets[full_name] = [f.read_bytes() if not q else
+                          encode_set(np.asarray(Image.open(f).convert("RGB")), quality=int(q), subsampling="4:2:0")
                           for f in files]
         elif name.startswith("live1"):
             files = sorted((SHARED_DATA / "LIVE1_color").glob("*.png"))
             if not files:
-                print(f"skipping {name}: {SHARED_DATA / 'LIVE1_color'} not found")
+                print(f"skipping {full_name}: {SHARED_DATA / 'LIVE1_color'} not found")
                 continue
             _, _, q = name.partition("-q")
-            sets[name] = [encode(np.asarray(Image.open(f).convert("RGB")), quality=int(q or 10), subsampling="4:2:0")
+            sets[full_name] = [encode_set(np.asarray(Image.open(f).convert("RGB")), quality=int(q or 10), subsampling="4:2:0")
                           for f in files]
         else:
-            raise ValueError(f"unknown file set {name!r}")
+            raise ValueError(f"unknown file set {full_name!r}")
     return sets
 
 

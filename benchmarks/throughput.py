@@ -38,7 +38,8 @@ from common import best_time, file_sets, machine, markdown_table, megapixels  # 
 from kdecode.errors import KdecodeError  # noqa: E402
 from kdecode.models.registry import shipped_cards  # noqa: E402
 
-DEFAULT_SETS = ["bsds500-q10", "bsds500-q50", "bsds500-q90", "live1-q10", "photo3840x2160-q90", "crops64-q75"]
+DEFAULT_SETS = ["bsds500-q10", "bsds500-q50", "bsds500-q90", "bsds500-q75-progressive", "live1-q10", "photo3840x2160-q90",
+                "crops64-q75"]
 
 
 def pillow_decode(data: bytes):

@@ -402,10 +402,12 @@ typedef struct {
     int16_t *sums;        /* cw + 2 samples: a row of the fancy filters' input, edges replicated */
     /* When decoding from blocks (else blocks is NULL): the plane is filled block row by block
      * row as the output rows need them, so each strip is still in cache when it is upsampled.
-     * Block row `by` is at blocks + by * bw * 64. */
+     * Block row `by` is at blocks + by * (row_blocks or bw) * 64. */
     const int16_t *blocks;
     Idct idct;
     Py_ssize_t bh, bw;
+    Py_ssize_t row_blocks; /* blocks a block row spans in memory: 0 for bw; more while the blocks
+                              are still in a decoder's MCU-padded rows (a progressive file's) */
     Py_ssize_t done, stop; /* block rows [done, stop) are this thread's to transform, in order */
     /* Streaming (see RowFeed): the blocks arrive while this decodes; `avail` block rows are
      * known to be final. NULL feed: every block row is final from the start. */
@@ -524,7 +526,8 @@ static inline const uint8_t *src_row(const Comp *c, Py_ssize_t i) {
 
 /* Block row `by` of the component's blocks into its plane. */
 static inline void transform_block_row(Comp *c, Py_ssize_t by) {
-    idct_row(&c->idct, c->blocks + by * c->bw * 64, (uint8_t *)c->plane + by * 8 * c->stride, c->stride, c->bw);
+    idct_row(&c->idct, c->blocks + by * (c->row_blocks ? c->row_blocks : c->bw) * 64,
+             (uint8_t *)c->plane + by * 8 * c->stride, c->stride, c->bw);
 }
 
 /* Make sure plane rows up to `i` (clipped to the plane) hold samples; 0 when they never will

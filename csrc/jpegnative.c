@@ -17,7 +17,8 @@
  *
  * read(..., pixels) also decodes the image exactly (the pixel stage of csrc/exact_cpu.c, compiled
  * in): for a file of one scan on a second thread that follows the entropy decoder block row by
- * block row, so the two halves of the work overlap; otherwise after the read.
+ * block row, so the two halves of the work overlap; for a progressive file the same during its
+ * last scan (progressive_feed); otherwise after the read.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -153,6 +154,9 @@ typedef struct {
     int max_scans;
     int n_requested;          /* coefficient arrays handed to libjpeg so far */
     int single_scan;          /* one scan with every component: rows above the one libjpeg asks for are final */
+    int progressive;
+    int seen_scan;            /* the scan the last block access was for */
+    jvirt_barray_ptr arrays[4]; /* the block array of each component, as libjpeg asked for them */
     int scans;                /* scans libjpeg read (the marker parser stops at the first) */
     unsigned int restart_interval; /* the last DRI's */
     struct pixel_job *pixels; /* NULL: coefficients only */
@@ -169,7 +173,10 @@ typedef struct pixel_job {
                                changes its own as it goes) */
     int32_t qtables[4][64]; /* the Idct of each component points here */
     int started;            /* tables set up (and, streaming, the thread running) */
-    int streaming;          /* stream asked for and a single scan; cleared if no thread starts */
+    int streaming;          /* stream asked for, and a single scan or a progressive file (whose
+                               thread starts at its last scan, if it has one); cleared if no
+                               thread starts, and when the streamed decode is over */
+    int redo;               /* a scan came after the last one: decode again from the final blocks */
     int out_of_memory;
     RowFeed feed;
 #ifdef HAVE_THREADS
@@ -220,11 +227,15 @@ static void pixels_start(read_job *job, j_decompress_ptr cinfo)
             p->comps[k].feed = &p->feed;
             p->comps[k].index = k;
         }
+        /* A progressive file's blocks are still in libjpeg's MCU-padded rows: they are packed
+           only after the read, once this thread is done with them. */
+        for (k = 0; k < p->n && job->progressive; k++)
+            p->comps[k].row_blocks = job->planes[k].shape[1];
         memcpy(p->idle, p->comps, sizeof p->idle);
         if (pthread_create(&p->thread, NULL, pixel_thread, p) != 0) {
             p->streaming = 0; /* no thread to be had: the stage runs after the read */
             for (k = 0; k < p->n; k++)
-                p->comps[k].feed = NULL;
+                p->comps[k].feed = NULL, p->comps[k].row_blocks = 0;
         }
     }
 #endif
@@ -255,9 +266,13 @@ static void pixels_finish(read_job *job, j_decompress_ptr cinfo, int ok)
 #endif
     if (!ok)
         return;
-    if (!p->started) { /* not a single scan: all the blocks are here now */
+    if (!p->started) { /* not streamed: all the blocks are here now */
         p->streaming = 0;
         pixels_start(job, cinfo);
+    } else if (p->redo) { /* streamed on blocks that a later scan changed: again, from the final ones */
+        memcpy(p->comps, p->idle, sizeof p->comps);
+        for (k = 0; k < p->n; k++)
+            p->comps[k].feed = NULL, p->comps[k].row_blocks = 0;
     }
     if (upsample_color_image(p->comps, p->n, p->out, p->height, p->width, p->convert, p->pb, p->bands) < 0)
         p->out_of_memory = 1;
@@ -304,6 +319,7 @@ static jvirt_barray_ptr request_caller_barray(j_common_ptr cinfo, int pool_id, b
     array->first_undef_row = 0;
     array->packed_rows = 0;
     array->index = job->n_requested - 1;
+    job->arrays[array->index] = array;
     for (row = 0; row < n_rows; row++)
         array->rows[row] = (JBLOCKROW)plane->buf + (size_t)row * blocks_per_row;
     return array;
@@ -313,6 +329,47 @@ static void realize_nothing(j_common_ptr cinfo)
 {
     (void)cinfo; /* our arrays exist already; libjpeg asks for no sample arrays here */
 }
+
+#ifdef HAVE_THREADS
+/* A progressive file's pixels follow its last scan, which takes a third or more of the entropy
+ * decoding. A scan is the last one when, as it begins, every coefficient of every component has
+ * its final bits (libjpeg's coef_bits all 0, set for a scan before its first block): then the
+ * components outside it are final, and those in it are final row by row as it passes them.
+ * libjpeg accepts another scan even then (a first pass again, Ah = 0): the streamed decode is
+ * finished on the blocks as they are before it, and made again after the read. */
+static void progressive_feed(read_job *job, j_decompress_ptr cinfo, jvirt_barray_ptr array, JDIMENSION start_row)
+{
+    pixel_job *p = job->pixels;
+    int ci, k, in_scan;
+    if (cinfo->input_scan_number != job->seen_scan) {
+        job->seen_scan = cinfo->input_scan_number;
+        if (p->started) {
+            pixels_finish(job, cinfo, 1);
+            p->redo = 1;
+            return;
+        }
+        for (ci = 0; ci < cinfo->num_components; ci++)
+            for (k = 0; k < DCTSIZE2; k++)
+                if (cinfo->coef_bits[ci][k] != 0)
+                    return;
+        if (job->n_requested != job->n_planes)
+            return;
+        pixels_start(job, cinfo);
+        if (!p->streaming)
+            return;
+        for (ci = 0; ci < cinfo->num_components; ci++) {
+            for (k = 0, in_scan = 0; k < cinfo->comps_in_scan; k++)
+                in_scan |= cinfo->cur_comp_info[k]->component_index == ci;
+            if (!in_scan) {
+                define_rows(job->arrays[ci], job->arrays[ci]->n_rows);
+                feed_publish(&p->feed, ci, job->arrays[ci]->own_rows);
+            }
+        }
+    }
+    if (p->started && p->streaming)
+        feed_publish(&p->feed, array->index, start_row < array->own_rows ? start_row : array->own_rows);
+}
+#endif
 
 static JBLOCKARRAY access_caller_barray(j_common_ptr cinfo, jvirt_barray_ptr array, JDIMENSION start_row,
                                         JDIMENSION n_rows, boolean writable)
@@ -335,6 +392,10 @@ static JBLOCKARRAY access_caller_barray(j_common_ptr cinfo, jvirt_barray_ptr arr
             feed_publish(&job->pixels->feed, array->index, array->packed_rows);
 #endif
     }
+#ifdef HAVE_THREADS
+    else if (job->progressive && job->pixels && job->pixels->streaming)
+        progressive_feed(job, (j_decompress_ptr)cinfo, array, start_row);
+#endif
     define_rows(array, start_row + n_rows);
     return array->rows + start_row;
 }
@@ -345,7 +406,7 @@ static void read_blocks(read_job *job)
     struct jpeg_decompress_struct cinfo;
     reader_progress progress;
     jvirt_barray_ptr *coef_arrays;
-    int ci;
+    int ci, early;
 
     cinfo.err = jpeg_std_error(&job->err.pub);
     job->err.pub.error_exit = on_error_exit;
@@ -372,8 +433,9 @@ static void read_blocks(read_job *job)
         fail((j_common_ptr)&cinfo, STATUS_MISMATCH);
     }
     job->single_scan = !cinfo.progressive_mode && cinfo.comps_in_scan == cinfo.num_components;
+    job->progressive = cinfo.progressive_mode;
     if (job->pixels)
-        job->pixels->streaming = job->single_scan && job->pixels->stream;
+        job->pixels->streaming = (job->single_scan || job->progressive) && job->pixels->stream;
     coef_arrays = jpeg_read_coefficients(&cinfo);
     if (job->n_requested != job->n_planes) {
         snprintf(job->err.message, sizeof job->err.message, "libjpeg decoded %d of %d components",
@@ -389,11 +451,17 @@ static void read_blocks(read_job *job)
             fail((j_common_ptr)&cinfo, STATUS_MISMATCH);
         }
         define_rows(coef_arrays[ci], coef_arrays[ci]->n_rows); /* rows no scan reached */
-        /* The caller keeps the first blocks_h * blocks_w blocks: the unpadded grid, row-major. */
-        pack_rows(coef_arrays[ci], coef_arrays[ci]->own_rows);
     }
+    /* A progressive file's pixel thread reads the padded rows: it ends before they move. */
+    early = job->progressive && job->pixels && job->pixels->started && job->pixels->streaming;
+    if (early)
+        pixels_finish(job, &cinfo, 1);
+    for (ci = 0; ci < cinfo.num_components; ci++) /* the caller keeps the first blocks_h * blocks_w
+                                                     blocks: the unpadded grid, row-major */
+        pack_rows(coef_arrays[ci], coef_arrays[ci]->own_rows);
     latch_qtables(job, &cinfo);
-    pixels_finish(job, &cinfo, 1);
+    if (!early)
+        pixels_finish(job, &cinfo, 1);
     job->scans = cinfo.input_scan_number;
     job->restart_interval = cinfo.restart_interval;
     jpeg_destroy_decompress(&cinfo);

@@ -228,10 +228,12 @@ def test_read_and_decode_stops_cleanly_on_bad_data(monkeypatch, jpeg_corpus):
     _native_or_skip()
     monkeypatch.setattr(exact_cpu, "MIN_STREAM_PIXELS", 1)
     rng = np.random.default_rng(3)
-    files = [(f"{sampling}{'-restart' if restart else ''}",
+    # Cut or corrupted in the last scan: of a single-scan file, or of a progressive one (whose
+    # pixels follow its last scan).
+    files = [(f"{sampling}{'-restart' if restart else ''}{'-progressive' if progressive else ''}",
               encode(photo(300, 200, 8, gray=sampling == "gray"), quality=75, restart_marker_rows=restart,
-                     **({} if sampling == "gray" else {"subsampling": sampling})))
-             for sampling in ("4:2:0", "4:4:4", "gray") for restart in (0, 1)]
+                     progressive=progressive, **({} if sampling == "gray" else {"subsampling": sampling})))
+             for sampling in ("4:2:0", "4:4:4", "gray") for restart in (0, 1) for progressive in (False, True)]
     outcomes = set()
     for name, data in files:
         sos = data.rindex(b"\xff\xda")
@@ -255,6 +257,28 @@ def test_read_and_decode_stops_cleanly_on_bad_data(monkeypatch, jpeg_corpus):
                         assert got == expected if isinstance(got, tuple) else np.array_equal(got, expected)
                     outcomes.add((allow, isinstance(expected, tuple)))
     assert {(False, True), (True, False)} <= outcomes  # files refused, and tolerated ones decoded
+
+
+def test_progressive_scan_after_the_last_one(monkeypatch):
+    """A progressive file's pixels follow its last scan (the one after which every coefficient
+    has its final bits). libjpeg accepts one more scan even then (a first pass again, Ah = 0,
+    changing coefficients without a warning): the streamed decode must still give the samples of
+    the final blocks (it decodes again after the read)."""
+    import re
+
+    _native_or_skip()
+    monkeypatch.setattr(exact_cpu, "MIN_STREAM_PIXELS", 1)
+    data = encode(photo(120, 90, 4), quality=60, progressive=True, subsampling="4:2:0")
+    # The first scan with the Huffman tables defined just before it, appended after the last.
+    sos = data.index(b"\xff\xda")
+    end = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]").search(data, sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big"))
+    again = data[:-2] + data[data.rindex(b"\xff\xc4", 0, sos):end.start()] + b"\xff\xd9"
+    coeffs = read_coefficients(again)
+    assert coeffs.warnings == 0 and not all(
+        np.array_equal(a.blocks, b.blocks) for a, b in zip(coeffs.components, read_coefficients(data).components))
+    want = exact_cpu.decode_array(coeffs, True)
+    for threads in (1, 2, 3):
+        assert np.array_equal(exact_cpu.read_and_decode(again, True, threads)[1], want), threads
 
 
 def test_auto_decides_before_the_read_whether_the_reader_decodes_pixels(monkeypatch):

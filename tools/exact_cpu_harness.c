@@ -2,7 +2,8 @@
  * it under ThreadSanitizer, then AddressSanitizer + UBSan): random blocks of every sampling shape
  * decoded in one band and in 2..14, and streamed (the blocks written and handed over block row by
  * block row by a producer thread through a RowFeed, as kdecode._jpegnative's reader does, while
- * the pixel stage runs; the producer then decodes the bottom rows itself, feed_help), compared
+ * the pixel stage runs; the producer then decodes the bottom rows itself, feed_help; half of the
+ * streamed runs read the blocks from rows padded wider, as a progressive file's stay), compared
  * byte for byte; and a producer that fails halfway, which must
  * stop the pixel stage. The pixel stage is static C, so the source is included (its path comes
  * from the build: EXACT_CPU_SOURCE). */
@@ -18,7 +19,7 @@ static int rnd(int lo, int hi) { seed = seed * 1103515245u + 12345u; return lo +
  * sides get ahead of each other); fails after `fail_at` iMCU rows when that is >= 0. */
 typedef struct {
     RowFeed *feed;
-    int n, vmax, fail_at, H, W, convert;
+    int n, vmax, fail_at, H, W, convert, pad;
     Comp *comps, idle[4];
     uint8_t *out;
     int16_t **src, **dst;
@@ -37,7 +38,8 @@ static void *produce(void *arg) {
             Comp *c = &p->comps[k];
             Py_ssize_t r0 = m * p->vs[k], r1 = r0 + p->vs[k] < c->bh ? r0 + p->vs[k] : c->bh;
             if (r0 >= r1) continue;
-            memcpy(p->dst[k] + r0 * c->bw * 64, p->src[k] + r0 * c->bw * 64, (size_t)((r1 - r0) * c->bw * 64 * 2));
+            for (Py_ssize_t r = r0; r < r1; r++)
+                memcpy(p->dst[k] + r * (c->bw + p->pad) * 64, p->src[k] + r * c->bw * 64, (size_t)(c->bw * 64 * 2));
             feed_publish(p->feed, k, r1);
         }
         if (rnd(0, 4) == 0) {
@@ -52,7 +54,7 @@ static void *produce(void *arg) {
 
 /* bands > 0: decode in that many bands; 0: streamed; -1: streamed with a producer that fails
  * halfway (then only "no hang, no race" is checked). */
-static int run(int H, int W, int n, const int *hs, const int *vs, int convert, int bands) {
+static int run(int H, int W, int n, const int *hs, const int *vs, int convert, int bands, int pad) {
     int hmax = 1, vmax = 1;
     for (int k = 0; k < n; k++) { if (hs[k] > hmax) hmax = hs[k]; if (vs[k] > vmax) vmax = vs[k]; }
     Comp c1[4], c2[4];
@@ -80,15 +82,17 @@ static int run(int H, int W, int n, const int *hs, const int *vs, int convert, i
             comp_alloc(&cs[k], 1);
             cs[k].done = 0;
             if (pass && bands <= 0) { /* the pixel stage reads blocks the producer is still writing */
-                streamed[k] = calloc(cs[k].bh * cs[k].bw * 64, 2);
+                streamed[k] = calloc(cs[k].bh * (cs[k].bw + pad) * 64, 2);
                 cs[k].blocks = streamed[k];
+                cs[k].row_blocks = pad ? cs[k].bw + pad : 0;
                 cs[k].feed = &feed;
                 cs[k].index = k;
             }
         }
         if (pass && bands <= 0) {
             Producer p = {.feed = &feed, .n = n, .vmax = vmax, .fail_at = bands < 0 ? (cs[0].bh / vs[0]) / 2 : -1,
-                          .H = H, .W = W, .convert = convert, .comps = cs, .out = o2, .src = blocks, .dst = streamed};
+                          .H = H, .W = W, .convert = convert, .pad = pad, .comps = cs, .out = o2, .src = blocks,
+                          .dst = streamed};
             memcpy(p.idle, cs, sizeof p.idle);
             memcpy(p.vs, vs, (size_t)n * sizeof *vs);
             pthread_t producer;
@@ -124,7 +128,10 @@ int main(void) {
             if (bands == 1) continue;
             for (int rep = 0; rep < (bands <= 0 ? 4 : 1); rep++) { /* streamed: other timings each time */
                 cases++;
-                if (!run(t[i].H, t[i].W, t[i].n, t[i].hs, t[i].vs, t[i].convert, bands)) { bad++; printf("mismatch case %u bands %d\n", i, bands); }
+                if (!run(t[i].H, t[i].W, t[i].n, t[i].hs, t[i].vs, t[i].convert, bands, bands <= 0 ? rep % 3 : 0)) {
+                    bad++;
+                    printf("mismatch case %u bands %d\n", i, bands);
+                }
             }
         }
     printf("%d cases, %d mismatches; the producer took rows in %d streamed runs\n", cases, bad, splits);

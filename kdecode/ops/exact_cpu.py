@@ -107,8 +107,9 @@ def read_and_decode(src, rgbx: bool = False, threads: int = 1, decode_if=None, *
     """``(read_coefficients(src), decode_array(...))`` of a JPEG file in one pass: with the native
     reader the pixel stage runs inside the reader's call, and with ``threads > 1`` a file of one
     scan (baseline, the common case) of at least ``MIN_STREAM_PIXELS`` has its pixels decoded on
-    a second thread as its blocks are entropy-decoded, so the two overlap (progressive files are
-    decoded after the read, in bands as ``decode_array`` does). The result is the same.
+    a second thread as its blocks are entropy-decoded, so the two overlap; a progressive one as
+    its last scan makes them final (other files are decoded after the read, in bands as
+    ``decode_array`` does). The result is the same.
     ``decode_if(luma_table)``: decode the pixels only if it returns true for the first
     component's uint16 [8, 8] quantization table (else the array returned is None)."""
 
