@@ -91,36 +91,44 @@ def _geometry(coeffs: JpegCoefficients) -> tuple:
 def decode_exact_many(coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
     """:func:`decode_exact` of many images. Where the kernels run, the gray and 3-component
     images go as one ragged batch, whatever their sizes and samplings (:func:`_decode_ragged`:
-    one transfer, two launches); the others (CMYK, and everything on the torch reference) as
-    batches of one geometry each: their blocks stacked into one pinned buffer per component,
-    copied in one transfer and decoded by one launch of each kernel. Results in input order,
-    each a view of its batch."""
+    two launches), up to :data:`MAX_BATCH_SAMPLES` a batch; the others (CMYK, and everything on
+    the torch reference) as batches of one geometry each, one launch of each kernel a batch.
+    Results in input order, each a view of its batch."""
     if device is None or why_not_kernels_on(device):
         return _decode_groups(coeffs, None, device)
-    ragged = [i for i, c in enumerate(coeffs) if len(c.components) in (1, 3)]
-    rest = [i for i, c in enumerate(coeffs) if len(c.components) not in (1, 3)]
     out: list = [None] * len(coeffs)
-    budget = MAX_BATCH_SAMPLES["exact"]
-    for indices, decode in ((ragged, _decode_ragged), (rest, lambda g, d: _decode_groups(g, None, d))):
-        start = 0
-        while start < len(indices):  # batches of at most the sample budget (at least one image)
-            end, samples = start + 1, coeffs[indices[start]].height * coeffs[indices[start]].width
-            while end < len(indices) and samples + coeffs[indices[end]].height * coeffs[indices[end]].width <= budget:
-                samples += coeffs[indices[end]].height * coeffs[indices[end]].width
-                end += 1
-            for i, image in zip(indices[start:end], decode([coeffs[i] for i in indices[start:end]], device)):
-                out[i] = image
-            start = end
+    ragged = [i for i, c in enumerate(coeffs) if len(c.components) in (1, 3)]
+    for batch in _within_budget(ragged, coeffs, MAX_BATCH_SAMPLES["exact"]):
+        for i, image in zip(batch, _decode_ragged([coeffs[i] for i in batch], device)):
+            out[i] = image
+    rest = [i for i, c in enumerate(coeffs) if len(c.components) not in (1, 3)]
+    for i, image in zip(rest, _decode_groups([coeffs[i] for i in rest], None, device)):
+        out[i] = image
     return out
+
+
+def _within_budget(indices: list[int], coeffs: list[JpegCoefficients], budget: int):
+    """``indices`` cut, in order, into runs of at most ``budget`` samples (an image larger
+    than that alone)."""
+    batch, samples = [], 0
+    for i in indices:
+        size = coeffs[i].height * coeffs[i].width
+        if batch and samples + size > budget:
+            yield batch
+            batch, samples = [], 0
+        batch.append(i)
+        samples += size
+    if batch:
+        yield batch
 
 
 def _decode_ragged(coeffs: list[JpegCoefficients], device) -> list[torch.Tensor]:
     """The exact decode of gray and 3-component images of any sizes in one go on the kernels:
-    every block of every component in one int16 buffer (pinned on a GPU, one transfer), one
-    islow launch over all of them (a table per component segment), one upsampling+colour
-    launch that finds each image's samples from a descriptor (csrc/color.cu). With images of
-    as many sizes as images (LIVE1), batches of one geometry cost a dozen launches and copies
-    an image."""
+    every block of every component copied into one device buffer (from the pinned memory
+    decode_iter reads into, without a staging copy), one islow launch over all of them (a table
+    per component segment), one upsampling+colour launch that finds each image's samples from a
+    descriptor (csrc/color.cu). With images of as many sizes as images (LIVE1), batches of one
+    geometry cost a dozen launches and copies an image."""
     device = torch.device(device)
     n_blocks = sum(c.blocks.shape[0] * c.blocks.shape[1] for k in coeffs for c in k.components)
     blocks = torch.empty((n_blocks, 8, 8), dtype=torch.int16, device=device)
