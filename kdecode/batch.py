@@ -23,6 +23,7 @@ comes out as ``decode`` gives it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,15 +89,21 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
         yield from _decode_iter_cpu(sources, model, precision, device, output, 2 * workers, workers,
                                     return_exceptions, read_options, threads)
         return
+    yield from _decode_iter_groups(sources, model, precision, device, output, batch_size, workers, return_exceptions,
+                                   read_options)
+
+
+def _decode_iter_groups(sources, model, precision: str, device: torch.device, output: str, batch_size: int,
+                        workers: int, return_exceptions: bool, read_options: dict) -> Iterator:
+    """The GPU form of decode_iter (on a CPU device it runs the same steps without a stream or
+    pinned memory: what the tests check without a GPU)."""
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    # The workers read the blocks straight into pinned memory: their copies to the GPU are
+    # queued without blocking, and the calling thread copies nothing itself.
+    reads = dict(read_options, pin_memory=True) if stream is not None else read_options
     with ThreadPoolExecutor(workers) as pool:
-        stream = torch.cuda.Stream(device)
-
-        # The workers read the blocks straight into pinned memory: their copies to the GPU
-        # are queued without blocking, and the calling thread copies nothing itself.
-        pinned_reads = dict(read_options, pin_memory=True)
-
         def submit_reads() -> list[Future]:
-            return [pool.submit(_read, i, src, pinned_reads) for i, src in islice(sources, batch_size)]
+            return [pool.submit(_read, i, src, reads) for i, src in islice(sources, batch_size)]
 
         pending = submit_reads()
         part = -(-batch_size // 4)
@@ -112,7 +119,8 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
                 items.append(f.result())
                 if len(items) - len(staged) >= part or len(items) == len(pending):
                     staged += _launch_group(items[len(staged):], model, precision, device, output, stream)
-            stream.synchronize()
+            if stream is not None:
+                stream.synchronize()
             for result in _finish_group(staged, items, device, output):
                 if isinstance(result, Exception) and not return_exceptions:
                     for f in upcoming:
@@ -137,7 +145,7 @@ def _launch_group(items: list, model, precision: str, device, output: str, strea
     results: list = list(items)  # exceptions stay where they are
     ok = [i for i, c in enumerate(items) if not isinstance(c, Exception)]
     # The images of one decoder go to it together, on our stream (it batches them by geometry).
-    with torch.inference_mode(), torch.cuda.stream(stream):
+    with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
         by_decoder: dict = {}
         for i in ok:
             try:

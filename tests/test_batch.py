@@ -153,6 +153,38 @@ def test_gpu_batch_equals_cpu_decode(output, batch_size):
     assert batch.blocks[0].is_cuda
 
 
+@pytest.mark.parametrize("output", ["numpy", "pil", "torch"])
+def test_gpu_steps_on_a_cpu_device(output):
+    # decode_iter's GPU path (reads in a pool, each group sent to the decoder in quarters as it
+    # is read, results laid out for the host and finished after the group's one wait), run on a
+    # CPU device (no stream, no pinned memory) so that it is checked without a GPU: the same
+    # images as decode, in order, a bad file in its place or raised in its turn.
+    from kdecode import batch
+
+    files = mixed_files() + [b"not a jpeg"] + mixed_files()[:3]
+
+    def run(return_exceptions, model=None):
+        return batch._decode_iter_groups(enumerate(files), model, "float32", torch.device("cpu"), output, 4, 2,
+                                         return_exceptions, {})
+
+    out = list(run(True))
+    assert len(out) == len(files) and isinstance(out[8], kdecode.KdecodeError) and "item 8" in str(out[8])
+    for data, got in zip(files[:8] + files[9:], out[:8] + out[9:]):
+        want = kdecode.decode(data, model=None, output=output)
+        if output == "pil":
+            assert (got.mode, got.size, got.info) == (want.mode, want.size, want.info)
+        assert np.array_equal(np.asarray(got), np.asarray(want))
+    stream = run(False)
+    assert len([next(stream) for _ in range(8)]) == 8
+    with pytest.raises(kdecode.KdecodeError, match="item 8"):
+        next(stream)
+    if output == "numpy":  # a model's batches of one geometry, within a quarter
+        restored = list(run(True, "fast_arcnn"))
+        for data, got in zip(files[:8], restored[:8]):
+            want = kdecode.decode(data, model="fast_arcnn", output=output)
+            assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
+
+
 def test_read_into_pinned_memory():
     # decode_iter's GPU workers read the blocks straight into pinned memory.
     data = mixed_files()[2]

@@ -138,3 +138,16 @@ def test_fast_arcnn_subpixel_equals_the_deconvolution(grad):
         with torch.no_grad():
             net.deconv.weight.mul_(2)  # the inference cache follows weight updates
         assert torch.allclose(net(x), net.deconv(net.layers(x)), atol=1e-5)
+
+
+def test_models_loaded_inside_inference_mode_are_ordinary():
+    # decode_iter picks (and so first loads) its decoders inside torch.inference_mode(): the
+    # parameters must still be ordinary tensors (Fast AR-CNN keys its inference cache on their
+    # version counter, which inference tensors lack; and they could never be trained).
+    from conftest import encode, photo
+
+    with torch.inference_mode():
+        model = load_model("fast_arcnn", quality=10)
+        image = model.decode(read_coefficients(encode(photo(40, 56, 1), quality=12, subsampling="4:2:0")), "cpu")
+    assert not any(p.is_inference() for p in model.parameters())
+    assert image.shape == (3, 40, 56)

@@ -46,7 +46,11 @@ def load_model(name: str, quality: int | None = None, device=None, precision: st
     key = _ALIASES.get(name, name)
     if key not in _BUILDERS:
         raise KdecodeError("model", f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _BUILDERS[key](quality=quality, device=device).set_precision(precision)
+    # Built and loaded outside inference mode whatever the caller's context (decode_iter picks
+    # its decoders inside it): parameters made there would be inference tensors, which keep no
+    # version counter (Fast AR-CNN keys a cache on it) and can never be trained.
+    with torch.inference_mode(False):
+        return _BUILDERS[key](quality=quality, device=device).set_precision(precision)
 
 
 # ----------------------------------------------------------------------------- shipped weights
