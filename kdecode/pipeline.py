@@ -210,21 +210,17 @@ def _decode_batch(group: list[JpegCoefficients], restore_luma, device) -> torch.
 
 def _stacked_blocks(group: list[JpegCoefficients], device) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The blocks of images of one geometry stacked per component (``[N, bh, bw, 8, 8]`` int16)
-    and their tables (``[N, C, 8, 8]`` int32), on ``device``. On a GPU each image's blocks are
-    copied into their place from where they were read, without blocking when that is pinned
-    memory (decode_iter reads them there): the host copies nothing."""
-    if device is None or torch.device(device).type != "cuda":
-        from .data import collate_coefficients
-
-        batch = collate_coefficients(group)
-        if device is None:
-            return batch.blocks, batch.qtables
-        return [b.to(device) for b in batch.blocks], batch.qtables.to(device)
+    and their tables (``[N, C, 8, 8]`` int32), on ``device`` (None: the CPU). Each image's blocks
+    are copied into their place from where they were read: on a GPU without blocking when that is
+    pinned memory (decode_iter reads them there), so the host copies nothing."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
     blocks = []
     for k, first in enumerate(group[0].components):
         out = torch.empty((len(group), *first.blocks.shape), dtype=torch.int16, device=device)
         for n, c in enumerate(group):
             out[n].copy_(torch.from_numpy(c.components[k].blocks), non_blocking=True)
         blocks.append(out)
-    tables = torch.from_numpy(np.stack([c.qtables for c in group]).astype(np.int32)).pin_memory()
+    tables = torch.from_numpy(np.stack([c.qtables for c in group]).astype(np.int32))
+    if device.type == "cuda":
+        tables = tables.pin_memory()
     return blocks, tables.to(device, non_blocking=True)
