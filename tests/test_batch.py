@@ -300,3 +300,17 @@ def test_few_images_get_the_spare_workers_as_threads(monkeypatch):
     seen.clear()
     kdecode.decode_batch([data] * 8, model=None, workers=4, output="numpy")
     assert seen == [1] * 8
+
+
+def test_cpu_tasks_group_small_files(tmp_path):
+    # On CPU, consecutive small files go to a worker together (up to TASK_BYTES of JPEG): a task
+    # handed over costs as much as decoding a 64x64 file. Order is kept; a file object, whose
+    # size is unknown, and a file larger than the limit go alone.
+    from kdecode.batch import _tasks
+
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"x" * 30)
+    sources = [b"a" * 40, b"b" * 40, str(path), io.BytesIO(b"c"), b"d" * 10, b"e" * 500, b"f" * 10, "missing.jpg"]
+    tasks = list(_tasks(enumerate(sources), 100))
+    assert [[i for i, _ in t] for t in tasks] == [[0, 1], [2], [3], [4], [5], [6], [7]]
+    assert [[i for i, _ in t] for t in _tasks(enumerate(sources), 1000)] == [[0, 1, 2], [3], [4, 5, 6], [7]]
