@@ -32,7 +32,7 @@ from typing import Iterable, Iterator, Sized
 
 import torch
 
-from .decode import (_OUTPUTS, _channels_last, _convert, _exact_output, _to_host, check_model, decode_source,
+from .decode import (_OUTPUTS, _channels_last, _convert, _host_output, _to_host, check_model, decode_source,
                      decoder_for)
 from .errors import KdecodeError
 from .jpeg.reader import Source, read_coefficients, settings
@@ -172,7 +172,7 @@ def _finish_group(staged: list, items: list, device, output: str) -> list:
     """The results of :func:`_launch_group` (its stream synchronized) as ``output``."""
     if output == "torch":
         return [r if isinstance(r, Exception) else _convert(r, output, device, c) for r, c in zip(staged, items)]
-    return [r if isinstance(r, Exception) else _exact_output(r.numpy(), c, device, output)
+    return [r if isinstance(r, Exception) else _host_output(r.numpy(), c, device, output)
             for r, c in zip(staged, items)]
 
 

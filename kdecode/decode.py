@@ -85,7 +85,7 @@ def decode_source(src: Source, model, device, output: str, precision: str, threa
                 return resolve_model(model, device, estimate_quality(luma_table)[0]) == "exact"
         coeffs, array = exact_cpu.read_and_decode(src, _rgbx(output), threads, decode_if, **read_options)
         if array is not None:  # the exact decode was asked for, or chosen by decode_if
-            return _exact_output(array, coeffs, device, output)
+            return _host_output(array, coeffs, device, output)
         decoder = decoder_for(coeffs, model, device, precision)
     else:
         coeffs = read_coefficients(src, **read_options)
@@ -97,7 +97,7 @@ def decode_with(decoder, coeffs, device, output: str, threads: int = 1):
     """``decoder``'s image of ``coeffs`` as ``output`` asks for it (the exact decode on CPU on
     up to ``threads`` threads)."""
     if decoder.name == "exact" and exact_cpu.usable(device):
-        return _exact_output(exact_cpu.decode_array(coeffs, _rgbx(output), threads), coeffs, device, output)
+        return _host_output(exact_cpu.decode_array(coeffs, _rgbx(output), threads), coeffs, device, output)
     with torch.inference_mode():
         image = decoder.decode(coeffs, device)  # uint8 [C, H, W]
     return _convert(image, output, device, coeffs)
@@ -109,7 +109,7 @@ def _rgbx(output: str) -> bool:
     return output == "pil" and _pillow_maps_rgbx()
 
 
-def _exact_output(array: np.ndarray, coeffs, device, output: str):
+def _host_output(array: np.ndarray, coeffs, device, output: str):
     """uint8 ``[H, W, C]`` samples (``[H, W, 4]`` R, G, B, 255 for colour when ``_rgbx(output)``),
     from the C pixel stage or a copy to the host, as ``output``."""
     if output == "torch":
@@ -123,7 +123,7 @@ def _convert(image: torch.Tensor, output: str, device, coeffs=None):
     """A decoder's uint8 ``[C, H, W]`` image (on any device) as ``output``."""
     if output == "torch":
         return image.to(device) if device is not None else image
-    return _exact_output(_to_host(_channels_last(image, output)).numpy(), coeffs, device, output)
+    return _host_output(_to_host(_channels_last(image, output)).numpy(), coeffs, device, output)
 
 
 def _channels_last(image: torch.Tensor, output: str) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from .jpeg.coefficients import JpegCoefficients
 from .ops import adobe_cmyk, blocks_to_planes, cuda, exact_cpu, upsample_to_rgb
 from .ops.dispatch import why_not_kernels_on
-from .ops.upsample import fancy_mode
+from .ops.upsample import plane_geometry
 
 
 def component_blocks(coeffs: JpegCoefficients, index: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,17 +136,15 @@ def _decode_ragged(coeffs: list[JpegCoefficients], device) -> list[torch.Tensor]
     offset = items = out_size = 0
     for k in coeffs:
         n_comp, height, width = len(k.components), k.height, k.width
-        h_max, v_max = k.max_h_samp, k.max_v_samp
         comps = []
-        for comp in k.components:
+        for comp, geometry in zip(k.components, plane_geometry(height, width, [(c.h_samp, c.v_samp)
+                                                                                 for c in k.components])):
             bh, bw = comp.blocks.shape[:2]
             # Straight from each component's array: blocks read into pinned memory (decode_iter
             # asks for it) are copied without blocking or a staging copy on this thread.
             blocks[offset:offset + bh * bw].copy_(torch.from_numpy(comp.blocks.reshape(bh * bw, 8, 8)), non_blocking=True)
             tables.append(comp.qtable.reshape(64))
-            hf, vf = h_max // comp.h_samp, v_max // comp.v_samp
-            ch, cw = -(-height * comp.v_samp // v_max), -(-width * comp.h_samp // h_max)  # component_size
-            comps += [offset, bw, ch, cw, hf, vf, fancy_mode(hf, vf, cw)]
+            comps += [offset, bw, *geometry]
             offset += bh * bw
             seg_end.append(offset)
         items += height * (-(-width // 4))

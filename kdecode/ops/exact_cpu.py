@@ -18,7 +18,7 @@ import torch
 
 from ..jpeg import reader
 from .color import adobe_cmyk
-from .upsample import fancy_mode
+from .upsample import fancy_mode, plane_geometry
 
 try:
     from .. import _exactcpu
@@ -132,12 +132,7 @@ def read_and_decode(src, rgbx: bool = False, threads: int = 1, decode_if=None, *
 def _plan(height: int, width: int, color_space: str, sampling: list, grids: list, rgbx: bool, threads: int):
     """What the pixel stage needs for an image: its output array, whether to convert YCbCr, each
     component's ``(bh, bw, ch, cw, hf, vf, mode)``, the bands, and whether to stream."""
-    h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
-    geometry = []
-    for (h_samp, v_samp), (bh, bw) in zip(sampling, grids):
-        hf, vf = h_max // h_samp, v_max // v_samp
-        ch, cw = -(-height * v_samp // v_max), -(-width * h_samp // h_max)  # component_size()
-        geometry.append((int(bh), int(bw), ch, cw, hf, vf, fancy_mode(hf, vf, cw)))
+    geometry = [(int(bh), int(bw), *g) for (bh, bw), g in zip(grids, plane_geometry(height, width, sampling))]
     image = np.empty((height, width, 4 if rgbx and len(sampling) == 3 else len(sampling)), np.uint8)
     bands = max(1, min(threads, height * width // MIN_BAND_PIXELS))
     stream = threads > 1 and height * width >= MIN_STREAM_PIXELS

@@ -44,6 +44,19 @@ def _triangle(x: torch.Tensor, dim: int, bias_prev, bias_next, shift: int) -> to
     return _pairs(a, b, dim)
 
 
+def plane_geometry(height: int, width: int, sampling: list[tuple[int, int]]) -> list[tuple[int, int, int, int, int]]:
+    """``(ch, cw, hf, vf, mode)`` of each component (``(h_samp, v_samp)`` each) of a ``height x
+    width`` image: its plane's real size as libjpeg computes it, its upsampling factors and its
+    filter (:func:`fancy_mode`)."""
+    h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
+    geometry = []
+    for h_samp, v_samp in sampling:
+        hf, vf = h_max // h_samp, v_max // v_samp
+        ch, cw = -(-height * v_samp // v_max), -(-width * h_samp // h_max)
+        geometry.append((ch, cw, hf, vf, fancy_mode(hf, vf, cw)))
+    return geometry
+
+
 def fancy_mode(h_factor: int, v_factor: int, width: int, fancy: bool = True) -> int:
     """Which filter libjpeg-turbo uses for a plane ``width`` samples wide: 0 replication,
     1 fancy h2v1, 2 fancy h1v2, 3 fancy h2v2 (the codes of csrc/color.cu)."""
