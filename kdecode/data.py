@@ -6,10 +6,11 @@
     for batch in loader:                       # CoefficientBatch
         batch = batch.to("cuda", non_blocking=True)
         batch.blocks[0]                        # int16 [N, bh, bw, 8, 8]: luma blocks, zero-padded
-        images = decode_coefficient_batch(batch, model="exact", device="cuda")  # restored images
+        images = decode_coefficient_batch(batch, model=None, device="cuda")   # uint8 [C, H, W] each
 
 Entropy decoding runs in the loader's worker processes; the coefficients travel as int16 (a
-quarter of the float pixels' size) and the GPU does the rest.
+quarter of the float pixels' size) and the GPU does the rest: the exact decode straight from the
+batch's blocks there (two kernel launches for the batch), a model from the images' own.
 """
 from __future__ import annotations
 
@@ -121,7 +122,9 @@ def decode_coefficient_batch(batch: CoefficientBatch, model: str | None = "auto"
                              precision: str = "float32") -> list[torch.Tensor]:
     """Decode (restore) every image of a batch with ``model`` on ``device``: uint8
     ``[C, H, W]`` tensors on ``device``, in batch order (what ``decode(..., output="torch",
-    precision=precision)`` returns for each file)."""
+    precision=precision)`` returns for each file). Images decoded exactly, on a GPU the batch was
+    moved to (``batch.to(device)``), are decoded from the batch's blocks there; the others from
+    each image's coefficients (``batch.coefficients``)."""
     from .decode import check_model, decoder_for
 
     check_model(model, device, precision)
@@ -131,10 +134,28 @@ def decode_coefficient_batch(batch: CoefficientBatch, model: str | None = "auto"
     out: list = [None] * len(batch)
     with torch.inference_mode():
         for decoder, indices in by_decoder.items():
-            images = decoder.decode_many([batch.coefficients[i] for i in indices], device)
+            images = _decode_placed(batch, indices, device) if decoder.name == "exact" else None
+            if images is None:
+                images = decoder.decode_many([batch.coefficients[i] for i in indices], device)
             for i, image in zip(indices, images):
                 out[i] = image
     return out
+
+
+def _decode_placed(batch: CoefficientBatch, indices: list[int], device) -> list | None:
+    """The exact decode of ``batch``'s images ``indices`` from the blocks the batch holds, when
+    they are already on ``device`` and its kernels run there (a batch moved to the GPU: not
+    uploaded a second time from the host arrays); else None."""
+    from .pipeline import decode_exact_placed
+
+    here, want = batch.blocks[0].device, torch.device(device) if device is not None else None
+    if want is None or want.type != here.type or want.index not in (None, here.index):
+        return None
+    blocks, qtables = batch.blocks, batch.qtables
+    if len(indices) < len(batch):
+        pick = torch.tensor(indices, device=here)
+        blocks, qtables = [b.index_select(0, pick) for b in blocks], qtables.index_select(0, pick)
+    return decode_exact_placed([batch.coefficients[i] for i in indices], blocks, qtables.to(here))
 
 
 __all__ = ["JpegFolder", "CoefficientBatch", "collate_coefficients", "decode_coefficient_batch", "jpeg_files",

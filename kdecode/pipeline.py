@@ -122,31 +122,49 @@ def _within_budget(indices: list[int], coeffs: list[JpegCoefficients], budget: i
         yield batch
 
 
-def _decode_ragged(coeffs: list[JpegCoefficients], device) -> list[torch.Tensor]:
+def _decode_ragged(coeffs: list[JpegCoefficients], device, placed: tuple | None = None) -> list[torch.Tensor]:
     """The exact decode of gray and 3-component images of any sizes in one go on the kernels:
-    every block of every component copied into one device buffer (from the pinned memory
-    decode_iter reads into, without a staging copy), one islow launch over all of them (a table
-    per component segment), one upsampling+colour launch that finds each image's samples from a
-    descriptor (csrc/color.cu). With images of as many sizes as images (LIVE1), batches of one
-    geometry cost a dozen launches and copies an image."""
+    every block of every component in one device buffer, one islow launch over all of them (a
+    table per component segment), one upsampling+colour launch that finds each image's samples
+    from a descriptor (csrc/color.cu). With images of as many sizes as images (LIVE1), batches
+    of one geometry cost a dozen launches and copies an image.
+
+    The blocks come from each image's arrays (copied from the pinned memory decode_iter reads
+    into, without a staging copy), or, with ``placed`` = (blocks, tables), from a
+    :class:`~kdecode.data.CoefficientBatch` already on ``device``: one int16 ``[N, bh, bw, 8, 8]``
+    tensor per component, image n's grid at the top left of its slice (the padding blocks go
+    through the IDCT and are never read), and its int32 ``[N, C, 8, 8]`` tables."""
     device = torch.device(device)
-    n_blocks = sum(c.blocks.shape[0] * c.blocks.shape[1] for k in coeffs for c in k.components)
-    blocks = torch.empty((n_blocks, 8, 8), dtype=torch.int16, device=device)
-    seg_end, tables, desc, views = [], [], [], []
-    offset = items = out_size = 0
-    for k in coeffs:
+    if placed is None:  # image by image, each image's components in turn
+        extents = [[c.blocks.shape[:2] for c in k.components] for k in coeffs]
+        order = [(n, j) for n, k in enumerate(coeffs) for j in range(len(k.components))]
+    else:  # component by component, as the batch holds them
+        extents = [[b.shape[1:3] for b in placed[0]]] * len(coeffs)
+        order = [(n, j) for j in range(len(placed[0])) for n in range(len(coeffs))]
+    start, seg_end, offset = {}, [], 0
+    for n, j in order:
+        start[n, j] = offset
+        offset += extents[n][j][0] * extents[n][j][1]
+        seg_end.append(offset)
+    if placed is None:
+        blocks = torch.empty((offset, 8, 8), dtype=torch.int16, device=device)
+        for n, j in order:
+            grid = coeffs[n].components[j].blocks
+            # non_blocking: from pinned memory the copy is queued and this thread goes on.
+            blocks[start[n, j]:start[n, j] + grid.shape[0] * grid.shape[1]].copy_(
+                torch.from_numpy(grid.reshape(-1, 8, 8)), non_blocking=True)
+        tables = torch.from_numpy(np.array([coeffs[n].components[j].qtable.reshape(64) for n, j in order], np.int32))
+    else:
+        grids, batch_tables = placed
+        blocks = torch.cat([b.reshape(-1, 8, 8) for b in grids]) if len(grids) > 1 else grids[0].reshape(-1, 8, 8)
+        tables = batch_tables.transpose(0, 1).reshape(-1, 64)  # component-major, as `order`
+    desc, views = [], []
+    items = out_size = 0
+    for n, k in enumerate(coeffs):
         n_comp, height, width = len(k.components), k.height, k.width
         comps = []
-        for comp, geometry in zip(k.components, plane_geometry(height, width, [(c.h_samp, c.v_samp)
-                                                                                 for c in k.components])):
-            bh, bw = comp.blocks.shape[:2]
-            # Straight from each component's array: blocks read into pinned memory (decode_iter
-            # asks for it) are copied without blocking or a staging copy on this thread.
-            blocks[offset:offset + bh * bw].copy_(torch.from_numpy(comp.blocks.reshape(bh * bw, 8, 8)), non_blocking=True)
-            tables.append(comp.qtable.reshape(64))
-            comps += [offset, bw, *geometry]
-            offset += bh * bw
-            seg_end.append(offset)
+        for j, geometry in enumerate(plane_geometry(height, width, [(c.h_samp, c.v_samp) for c in k.components])):
+            comps += [start[n, j], extents[n][j][1], *geometry]
         items += height * (-(-width // 4))
         desc.append([items, out_size, height, width, n_comp, k.color_space == "ycbcr", width % 4 == 0]
                     + comps + [0] * (7 * (3 - n_comp)))
@@ -154,13 +172,24 @@ def _decode_ragged(coeffs: list[JpegCoefficients], device) -> list[torch.Tensor]
         out_size += -(-n_comp * height * width // 16) * 16  # each image 16-byte aligned: vector stores
     n_seg = len(seg_end)
     meta = torch.from_numpy(np.array(seg_end + [v for row in desc for v in row], np.int64))
-    tables = torch.from_numpy(np.array(tables, np.int32))
     if device.type == "cuda":
-        meta, tables = meta.pin_memory(), tables.pin_memory()
+        meta = meta.pin_memory()
+        tables = tables.pin_memory() if tables.device.type == "cpu" else tables
     tables, meta = tables.to(device, non_blocking=True), meta.to(device, non_blocking=True)
     samples = cuda.idct_islow_ragged(blocks, meta[:n_seg], tables)
     out = cuda.upsample_color_blocks(samples, meta[n_seg:].view(len(coeffs), cuda.RAGGED_FIELDS), items, out_size)
     return [out[o:o + c * h * w].view(c, h, w) for o, (c, h, w) in views]
+
+
+def decode_exact_placed(coeffs: list[JpegCoefficients], blocks: list[torch.Tensor], qtables: torch.Tensor) -> list | None:
+    """:func:`decode_exact_many` of a batch whose blocks are already on a device with the kernels
+    (a :class:`~kdecode.data.CoefficientBatch` moved there: padded ``[N, bh, bw, 8, 8]`` int16
+    per component, int32 ``[N, C, 8, 8]`` tables), decoded from there rather than uploaded again
+    from ``coeffs``' arrays. None where that does not apply (no kernels there, CMYK)."""
+    device = blocks[0].device
+    if why_not_kernels_on(device) or len(blocks) not in (1, 3) or not coeffs:
+        return None
+    return _decode_ragged(coeffs, device, (blocks, qtables))
 
 
 def decode_restoring_luma_many(coeffs: list[JpegCoefficients], restore_luma, device=None) -> list[torch.Tensor]:

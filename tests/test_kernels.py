@@ -444,6 +444,41 @@ def test_ragged_batch_is_the_exact_decode(device, jpeg_corpus, monkeypatch):
             assert image.shape == want.shape and torch.equal(image.cpu(), want), k
 
 
+@pytest.mark.parametrize("sampling", ["4:2:0", "4:2:2", "4:4:4", "gray"])
+def test_collated_batch_decodes_from_its_blocks(device, sampling, monkeypatch):
+    """decode_coefficient_batch of a batch moved to a device with the kernels: the exact decode
+    reads the batch's own padded blocks and tables there (one ragged launch over them, nothing
+    uploaded from the images' arrays), and every image is Pillow's; with a model beside it
+    (images of two decoders in one batch), the exact ones are a subset of the batch's blocks."""
+    from conftest import encode, photo
+    from kdecode import pipeline, read_coefficients
+    from kdecode.data import collate_coefficients, decode_coefficient_batch
+
+    sizes = [(16, 24), (40, 33), (17, 9), (1, 1), (64, 8), (23, 57)]
+    files = [encode(photo(h, w, k, gray=sampling == "gray"), quality=(15, 85)[k % 2],
+                    **({} if sampling == "gray" else {"subsampling": sampling})) for k, (h, w) in enumerate(sizes)]
+    batch = collate_coefficients([read_coefficients(data) for data in files]).to(device)
+    launches = []
+    ragged = cuda.idct_islow_ragged
+    monkeypatch.setattr(cuda, "idct_islow_ragged", lambda *a: launches.append(a[0].shape[0]) or ragged(*a))
+    stacked = pipeline._stacked_blocks
+    monkeypatch.setattr(pipeline, "_stacked_blocks", None)  # the per-geometry path would upload the arrays
+    per_image = sum(b.shape[1] * b.shape[2] for b in batch.blocks)
+    images = decode_coefficient_batch(batch, model=None, device=device)
+    assert launches == [len(files) * per_image]
+    # "auto" restores the q15 files (a model, from the images' arrays) and decodes the q85 ones
+    # exactly, from a subset of the batch's blocks.
+    monkeypatch.setattr(pipeline, "_stacked_blocks", stacked)
+    launches.clear()
+    restored = decode_coefficient_batch(batch, model="auto", device=device)
+    assert launches == [len(files) // 2 * per_image]
+    for k, (data, image) in enumerate(zip(files, images)):
+        assert image.device.type == device.type and torch.equal(image, restored[k]) == bool(k % 2)
+        image = image.cpu()
+        array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+        assert np.array_equal(array, _pillow(data))
+
+
 @pytest.mark.gpu
 def test_decode_on_cuda_is_pillow(jpeg_corpus):
     problem = _gpu_problem()
