@@ -271,27 +271,36 @@ def test_quantized_input_counts_steps_of_the_training_table():
                        blocks_to_planes_input(blocks.float()))
 
 
-@pytest.mark.parametrize("mode", ["quantized", "dequantized"])
-def test_transfer_from_another_quality_starts_where_the_old_weights_are(tmp_path, mode):
-    """--init-from weights of q10 for a q30 run: the start restores q30 files exactly as the q10
-    weights restore them (for quantized input the spectral layer is rescaled to the new table)."""
+@pytest.mark.parametrize("source_input, target_input, target_quality", [
+    ("quantized", "quantized", 30), ("dequantized", "dequantized", 30), ("quantized", "dequantized", 10),
+    ("dequantized", "quantized", 30), ("quantized", "dequantized", 30)])
+def test_init_from_other_weights_starts_where_they_are(tmp_path, source_input, target_input, target_quality):
+    """--init-from q10 weights for a run of another quality or the other input: the start
+    restores files of any table exactly as the old weights do. The inputs differ by a fixed
+    factor per coefficient (255 / the training table's entry for quantized input, 1 for
+    dequantized) that the spectral layer's weights absorb, so the two inputs are one family of
+    networks: the input is how Adam sees the first layer, not what the network can compute
+    (README, HR-CNN)."""
     from safetensors.torch import save_file
 
     from kdecode.train.loop import _load_init
 
     torch.manual_seed(0)
-    source = HRCNN(input=mode, quality=10, init="idct", activation="relu")
+    source = HRCNN(input=source_input, quality=10, init="idct", activation="relu")
     save_file({k: v.contiguous() for k, v in source.net.state_dict().items()}, str(tmp_path / "hrcnn_q10.safetensors"))
-    (tmp_path / "hrcnn_q10.json").write_text(json.dumps({"arch_kwargs": {"quality": 10}}))
-    start = HRCNN(input=mode, quality=30, activation="relu")
+    (tmp_path / "hrcnn_q10.json").write_text(json.dumps({"arch_kwargs": {"quality": 10, "input": source_input}}))
+    start = HRCNN(input=target_input, quality=target_quality, activation="relu")
     _load_init(start, str(tmp_path))
-    coeffs = read_coefficients(jpeg(smooth_image(32, 40), 30))
-    with torch.no_grad():
-        assert torch.allclose(start.decode(coeffs).float(), source.decode(coeffs).float(), atol=1)
+    for quality in (10, 37, 80):
+        coeffs = read_coefficients(jpeg(smooth_image(40, 48), quality))
         blocks, qtable = component_blocks(coeffs, 0)
-        assert torch.allclose(start(blocks[None], qtable), source(blocks[None], qtable), atol=1e-5)
+        with torch.no_grad():
+            a, b = start(blocks[None], qtable), source(blocks[None], qtable)
+            assert torch.allclose(a, b, atol=1e-5), quality
+            assert (a - 0.5).abs().max() > 0.05  # not a flat output that any weights would match
+            assert torch.allclose(start.decode(coeffs).float(), source.decode(coeffs).float(), atol=1)
     moved = not torch.equal(start.net.spectral.weight, source.net.spectral.weight)
-    assert moved == (mode == "quantized")
+    assert moved == (source_input == "quantized" or target_input == "quantized")
 
 
 def blocks_to_planes_input(x):

@@ -156,19 +156,32 @@ class HRCNN(CoefficientRestorer):
         net.decode3.bias.fill_(0.5)
 
     @torch.no_grad()
-    def transfer_from_quality(self, quality: int) -> None:
-        """Adapt weights trained for ``quality`` to start training for :attr:`quality` (the
-        easy-to-hard transfer). Quantized input counts steps of the training table, so the
-        spectral layer's weights for coefficient ``ch`` are scaled by ``new[ch] / old[ch]``:
-        the start then restores files of the new quality exactly as the old weights do
-        (which see them in their own table's steps, :meth:`kspace`). Dequantized input needs
-        nothing."""
-        if self.input != "quantized" or self.quality is None or quality == self.quality:
+    def transfer_from(self, source: dict) -> None:
+        """Adapt weights trained as ``source`` (their card's ``arch_kwargs``: ``quality``,
+        ``input``) to start training as this model: another quality (the easy-to-hard transfer)
+        or the other input. Each input is the dequantized coefficient ``c x table / 255`` times a
+        factor per coefficient (:meth:`input_factor`), so the spectral layer's weights for
+        coefficient ``ch`` are scaled by ``old factor / new factor``: the start then restores
+        every file exactly as the old weights do. Quantized input without a training quality
+        (the raw integers) has no fixed factor: nothing is changed then."""
+        old = self.input_factor(source.get("input", "quantized"), source.get("quality"))
+        new = self.input_factor(self.input, self.quality)
+        if old is None or new is None:
             return
-        old = torch.from_numpy(ijg_table(quality).astype("float32"))
-        scale = (self.training_table("cpu") / old).reshape(64, 1, 1, 1)
         weight = self.net.spectral.weight  # ConvTranspose2d: [in = coefficient ch, out, 8, 8]
-        weight.mul_(scale.to(weight))
+        weight.mul_((old / new).reshape(64, 1, 1, 1).to(weight))
+
+    @staticmethod
+    def input_factor(input: str, quality: int | None) -> torch.Tensor | None:
+        """What :meth:`kspace` multiplies the dequantized coefficients (``c x table / 255``) by,
+        per coefficient ``ch`` (float32 ``[64]``): 1 for dequantized input, ``255 / training
+        table`` for quantized input (steps of the training table); None for quantized input
+        with no training quality (the file's own integers: a factor that depends on the file)."""
+        if input == "dequantized":
+            return torch.ones(64)
+        if quality is None:
+            return None
+        return 255.0 / torch.from_numpy(ijg_table(quality).astype("float32")).reshape(64)
 
     @property
     def input_description(self) -> str:

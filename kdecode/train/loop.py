@@ -143,7 +143,8 @@ def validate(model, val, device, amp: bool) -> dict[int, float]:
 
 def _load_init(model, path: str) -> str:
     """Load weights (a ``.safetensors`` file, or a run folder with its final weights). A model
-    whose input depends on the training quality adapts them from the quality in their card."""
+    whose input depends on the training quality or the input form (HR-CNN) adapts them from the
+    ``arch_kwargs`` in their card (``transfer_from``)."""
     from safetensors.torch import load_file
 
     p = Path(path)
@@ -154,9 +155,9 @@ def _load_init(model, path: str) -> str:
         p = found[0]
     model.net.load_state_dict(load_file(str(p)))
     card = p.with_suffix(".json")
-    source_quality = json.loads(card.read_text()).get("arch_kwargs", {}).get("quality") if card.is_file() else None
-    if source_quality is not None and hasattr(model, "transfer_from_quality"):
-        model.transfer_from_quality(source_quality)
+    source = json.loads(card.read_text()).get("arch_kwargs", {}) if card.is_file() else {}
+    if source and hasattr(model, "transfer_from"):
+        model.transfer_from(source)
     return str(p)
 
 
