@@ -1,0 +1,32 @@
+"""The benchmark suite is a product (issue 8): `kdecode bench` runs end to end on a small
+generated set and writes its table (every row a ratio to Pillow's decode in the same run) and
+plot. What it measures is not checked here (timings are not asserted); that it runs and
+reports what it claims to is."""
+from __future__ import annotations
+
+import re
+
+from kdecode.cli import main as cli_main
+
+
+def test_bench_writes_a_table_of_ratios_and_a_plot(tmp_path, capsys):
+    status = cli_main(["bench", "--sets", "photo96x64-q50", "--device", "cpu", "--models", "fast_arcnn",
+                       "--repeat", "1", "--min-time", "0", "--model-files", "1", "--out", str(tmp_path),
+                       "--name", "smoke"])
+    assert status == 0
+    table = (tmp_path / "smoke.md").read_text()
+    assert "Machine:" in table and "(partial" not in table
+    rows = [r for r in table.splitlines() if r.startswith("| photo96x64-q50")]
+    labels = [r.split("|")[3].strip() for r in rows]
+    assert labels[0].startswith("Pillow"), labels  # the anchor comes first
+    for wanted in ("read_coefficients", "decode(model=None", "decode_batch(model=None", "fast_arcnn"):
+        assert any(wanted in label for label in labels), (wanted, labels)
+    for row in rows:
+        ratio = row.split("|")[7].strip()
+        assert re.fullmatch(r"[0-9.]+x", ratio), row
+    assert rows[0].split("|")[7].strip() == "1.00x"
+    try:  # the plot needs matplotlib (the "plot" extra); without it the suite writes the table only
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "smoke.png").stat().st_size > 1000
