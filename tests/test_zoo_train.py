@@ -89,6 +89,40 @@ def test_train_resume_and_card(tmp_path):
     assert train(cfg2)["training"]["init_from"] == "fast_arcnn_q20.safetensors"
 
 
+def test_ema_weights_are_the_average_and_survive_a_resume(tmp_path, monkeypatch):
+    """--ema: the run's weights are the exponential moving average of every step's weights
+    (``avg <- d avg + (1 - d) w``, from the first step's), the last step's are kept in
+    last_step/, and a run stopped and resumed continues the same average (its checkpoint holds it)."""
+    from safetensors.torch import load_file
+
+    from kdecode.train import loop
+
+    steps = []
+    update = loop.AveragedModel.update_parameters
+
+    def record(self, model):
+        steps.append({k: v.detach().clone() for k, v in model.net.state_dict().items()})
+        return update(self, model)
+
+    monkeypatch.setattr(loop.AveragedModel, "update_parameters", record)
+    _tiny_data(tmp_path)
+    cfg = TrainConfig(model="fast_arcnn", qualities=[20], out=str(tmp_path / "run"), data_root=str(tmp_path),
+                      train_sets=["train"], val_set="val", val_images=1, steps=4, batch=4, patch=32, warmup=1,
+                      checkpoint_every=1, val_every=2, progress=False, ema=0.6)
+    assert train(TrainConfig(**{**cfg.__dict__, "max_time": 0.0})) == {}  # stops after one step
+    card = train(cfg)  # resumes
+    assert len(steps) == 4 and "moving average" in card["training"]["weights"]
+    expected = dict(steps[0])
+    for w in steps[1:]:
+        expected = {k: 0.6 * expected[k] + 0.4 * w[k] for k in expected}
+    shipped = load_file(str(tmp_path / "run" / "fast_arcnn_q20.safetensors"))
+    last = load_file(str(tmp_path / "run" / "last_step" / "fast_arcnn_q20.safetensors"))
+    for k in expected:
+        assert torch.allclose(shipped[k], expected[k], atol=1e-6), k
+        assert torch.equal(last[k], steps[-1][k]), k
+    assert any(not torch.allclose(shipped[k], last[k]) for k in expected)
+
+
 def test_time_budget_skips_a_paused_process(tmp_path, monkeypatch):
     """A --time-budget run on a CPU counts training time: a step during which the process was
     stopped (here a clock jump of 1000 s) neither ends the run nor enters the card's time."""

@@ -68,7 +68,7 @@ def _cmd_train(args) -> int:
         lr_min=args.lr_min, warmup=args.warmup, loss=recipe["loss"], scales=[float(s) for s in args.scales.split(",")],
         arch_kwargs=arch_kwargs, init_from=args.init_from, seed=args.seed, device=device, amp=not args.no_amp,
         grad_clip=recipe.get("grad_clip"), checkpoint_every=args.checkpoint_every, val_every=args.val_every,
-        max_time=args.max_time, time_budget=args.time_budget, workers=args.workers, cache_dir=args.cache_dir,
+        max_time=args.max_time, time_budget=args.time_budget, ema=args.ema, workers=args.workers, cache_dir=args.cache_dir,
         progress=not args.quiet, name=name)
     if args.prepare_only:
         from .data import prepare_pairs
@@ -188,6 +188,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--max-time", type=float, help="seconds; stop and checkpoint after this (resume later)")
     p.add_argument("--time-budget", type=float,
                    help="seconds of training: the run (and its learning-rate schedule) ends after this or --steps")
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999): validated and shipped "
+                        "instead of the last step's weights, which are kept in RUN/last_step/")
     p.add_argument("--workers", type=int, default=0, help="processes preparing the JPEG pairs")
     p.add_argument("--cache-dir", help="keep the prepared JPEG pairs here (.npz) for later runs")
     p.add_argument("--prepare-only", action="store_true", help="only prepare (and cache) the JPEG pairs")
