@@ -9,8 +9,8 @@
         images = decode_coefficient_batch(batch, model=None, device="cuda")   # uint8 [C, H, W] each
 
 Entropy decoding runs in the loader's worker processes; the coefficients travel as int16 (a
-quarter of the float pixels' size) and the GPU does the rest: the exact decode straight from the
-batch's blocks there (two kernel launches for the batch), a model from the images' own.
+quarter of the float pixels' size) and the GPU does the rest, from the batch's blocks there (the
+exact decode in two kernel launches for the batch).
 """
 from __future__ import annotations
 
@@ -122,9 +122,9 @@ def decode_coefficient_batch(batch: CoefficientBatch, model: str | None = "auto"
                              precision: str = "float32") -> list[torch.Tensor]:
     """Decode (restore) every image of a batch with ``model`` on ``device``: uint8
     ``[C, H, W]`` tensors on ``device``, in batch order (what ``decode(..., output="torch",
-    precision=precision)`` returns for each file). Images decoded exactly, on a GPU the batch was
-    moved to (``batch.to(device)``), are decoded from the batch's blocks there; the others from
-    each image's coefficients (``batch.coefficients``)."""
+    precision=precision)`` returns for each file). On the device the batch is on
+    (``batch.to(device)``), the decoders read the batch's blocks there rather than each image's
+    arrays (``batch.coefficients``)."""
     from .decode import check_model, decoder_for
 
     check_model(model, device, precision)
@@ -132,30 +132,24 @@ def decode_coefficient_batch(batch: CoefficientBatch, model: str | None = "auto"
     for i, coeffs in enumerate(batch.coefficients):
         by_decoder.setdefault(decoder_for(coeffs, model, device, precision), []).append(i)
     out: list = [None] * len(batch)
+    here = batch.blocks[0].device
+    want = torch.device(device) if device is not None else torch.device("cpu")
+    # On the device the batch is on, decoders read its blocks there (rows of the images they
+    # decode) instead of uploading each image's arrays again (the exact decode on a CPU reads the
+    # arrays: its C path wants them as they are).
+    on_device = want.type == here.type and want.index in (None, here.index)
     with torch.inference_mode():
         for decoder, indices in by_decoder.items():
-            images = _decode_placed(batch, indices, device) if decoder.name == "exact" else None
-            if images is None:
-                images = decoder.decode_many([batch.coefficients[i] for i in indices], device)
+            placed = None
+            if on_device:
+                placed = (batch.blocks, batch.qtables.to(here))
+                if len(indices) < len(batch):
+                    pick = torch.tensor(indices, device=here)
+                    placed = ([b.index_select(0, pick) for b in placed[0]], placed[1].index_select(0, pick))
+            images = decoder.decode_many([batch.coefficients[i] for i in indices], device, placed=placed)
             for i, image in zip(indices, images):
                 out[i] = image
     return out
-
-
-def _decode_placed(batch: CoefficientBatch, indices: list[int], device) -> list | None:
-    """The exact decode of ``batch``'s images ``indices`` from the blocks the batch holds, when
-    they are already on ``device`` and its kernels run there (a batch moved to the GPU: not
-    uploaded a second time from the host arrays); else None."""
-    from .pipeline import decode_exact_placed
-
-    here, want = batch.blocks[0].device, torch.device(device) if device is not None else None
-    if want is None or want.type != here.type or want.index not in (None, here.index):
-        return None
-    blocks, qtables = batch.blocks, batch.qtables
-    if len(indices) < len(batch):
-        pick = torch.tensor(indices, device=here)
-        blocks, qtables = [b.index_select(0, pick) for b in blocks], qtables.index_select(0, pick)
-    return decode_exact_placed([batch.coefficients[i] for i in indices], blocks, qtables.to(here))
 
 
 __all__ = ["JpegFolder", "CoefficientBatch", "collate_coefficients", "decode_coefficient_batch", "jpeg_files",

@@ -88,14 +88,23 @@ def _geometry(coeffs: JpegCoefficients) -> tuple:
             tuple((c.h_samp, c.v_samp, *c.blocks.shape[:2]) for c in coeffs.components))
 
 
-def decode_exact_many(coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
+def decode_exact_many(coeffs: list[JpegCoefficients], device=None, placed: tuple | None = None) -> list[torch.Tensor]:
     """:func:`decode_exact` of many images. Where the kernels run, the gray and 3-component
     images go as one ragged batch, whatever their sizes and samplings (:func:`_decode_ragged`:
     two launches), up to :data:`MAX_BATCH_SAMPLES` a batch; the others (CMYK, and everything on
     the torch reference) as batches of one geometry each, one launch of each kernel a batch.
-    Results in input order, each a view of its batch."""
+    Results in input order, each a view of its batch.
+
+    ``placed``: the images' blocks already on ``device``, read from there instead of uploaded
+    from their arrays: (int16 ``[N, bh, bw, 8, 8]`` per component, each image's grid at the top
+    left of its row, zero padding after it; int32 ``[N, C, 8, 8]`` tables), image n of ``coeffs``
+    in row n (a :class:`~kdecode.data.CoefficientBatch` moved there; one colour space and
+    sampling)."""
     if device is None or why_not_kernels_on(device):
-        return _decode_groups(coeffs, None, device)
+        return _decode_groups(coeffs, None, device, placed)
+    if placed is not None:  # already on the device, one layout: no budget to split it by
+        ragged = len(placed[0]) in (1, 3)
+        return _decode_ragged(coeffs, device, placed) if ragged else _decode_groups(coeffs, None, device, placed)
     out: list = [None] * len(coeffs)
     ragged = [i for i, c in enumerate(coeffs) if len(c.components) in (1, 3)]
     for batch in _within_budget(ragged, coeffs, MAX_BATCH_SAMPLES["exact"]):
@@ -181,23 +190,14 @@ def _decode_ragged(coeffs: list[JpegCoefficients], device, placed: tuple | None 
     return [out[o:o + c * h * w].view(c, h, w) for o, (c, h, w) in views]
 
 
-def decode_exact_placed(coeffs: list[JpegCoefficients], blocks: list[torch.Tensor], qtables: torch.Tensor) -> list | None:
-    """:func:`decode_exact_many` of a batch whose blocks are already on a device with the kernels
-    (a :class:`~kdecode.data.CoefficientBatch` moved there: padded ``[N, bh, bw, 8, 8]`` int16
-    per component, int32 ``[N, C, 8, 8]`` tables), decoded from there rather than uploaded again
-    from ``coeffs``' arrays. None where that does not apply (no kernels there, CMYK)."""
-    device = blocks[0].device
-    if why_not_kernels_on(device) or len(blocks) not in (1, 3) or not coeffs:
-        return None
-    return _decode_ragged(coeffs, device, (blocks, qtables))
-
-
-def decode_restoring_luma_many(coeffs: list[JpegCoefficients], restore_luma, device=None) -> list[torch.Tensor]:
+def decode_restoring_luma_many(coeffs: list[JpegCoefficients], restore_luma, device=None,
+                               placed: tuple | None = None) -> list[torch.Tensor]:
     """:func:`decode_restoring_luma` of many images, batched like :func:`decode_exact_many`:
     ``restore_luma(blocks, qtables, size)`` gets the luma blocks of a batch of one geometry
     (int16 ``[N, bh, bw, 8, 8]``), their tables (``[N, 8, 8]``) and the plane's real size
-    ``(comp_h, comp_w)``, and returns the uint8 restored planes ``[N, comp_h, comp_w]``."""
-    return _decode_groups(coeffs, restore_luma, device)
+    ``(comp_h, comp_w)``, and returns the uint8 restored planes ``[N, comp_h, comp_w]``.
+    ``placed``: the blocks already on ``device`` (see :func:`decode_exact_many`)."""
+    return _decode_groups(coeffs, restore_luma, device, placed)
 
 
 #: Image samples (height x width, summed over a batch) decoded in one go: a batch of more is
@@ -206,7 +206,7 @@ def decode_restoring_luma_many(coeffs: list[JpegCoefficients], restore_luma, dev
 MAX_BATCH_SAMPLES = {"restore": 1 << 24, "exact": 1 << 27}
 
 
-def _decode_groups(coeffs: list[JpegCoefficients], restore_luma, device) -> list[torch.Tensor]:
+def _decode_groups(coeffs: list[JpegCoefficients], restore_luma, device, placed: tuple | None = None) -> list[torch.Tensor]:
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(coeffs):
         groups.setdefault(_geometry(c), []).append(i)
@@ -217,22 +217,34 @@ def _decode_groups(coeffs: list[JpegCoefficients], restore_luma, device) -> list
         per_batch = max(1, budget // (first.height * first.width))
         for start in range(0, len(same), per_batch):
             indices = same[start:start + per_batch]
-            images = _decode_batch([coeffs[i] for i in indices], restore_luma, device)
+            blocks, tables = (_stacked_blocks([coeffs[i] for i in indices], device) if placed is None
+                              else _placed_rows(placed, indices, first))
+            images = _decode_batch(first, blocks, tables, restore_luma)
             for j, i in enumerate(indices):
                 out[i] = images[j]
     return out
 
 
-def _decode_batch(group: list[JpegCoefficients], restore_luma, device) -> torch.Tensor:
-    """Images of one geometry decoded as one batch: uint8 ``[N, C, H, W]``."""
-    blocks, tables = _stacked_blocks(group, device)
-    first = group[0]
+def _decode_batch(first: JpegCoefficients, blocks: list[torch.Tensor], tables: torch.Tensor, restore_luma) -> torch.Tensor:
+    """Images of one geometry (``first``'s) decoded as one batch from their stacked blocks
+    (int16 ``[N, bh, bw, 8, 8]`` per component) and tables (int32 ``[N, C, 8, 8]``): uint8
+    ``[N, C, H, W]``."""
     sizes = [first.component_size(k) for k in range(len(blocks))]
     restore = restore_luma is not None and first.color_space in ("gray", "ycbcr")
     exact = blocks_to_planes(blocks[restore:], tables[:, restore:], exact=True) if len(blocks) > restore else []
     planes = [restore_luma(blocks[0], tables[:, 0], sizes[0])] if restore else []
     planes += [p[..., :h, :w] for p, (h, w) in zip(exact, sizes[restore:])]
     return assemble(first, planes)
+
+
+def _placed_rows(placed: tuple, indices: list[int], first: JpegCoefficients) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """What :func:`_stacked_blocks` gives, cut on the device from blocks already there (rows
+    ``indices`` of ``placed``, images of ``first``'s geometry: each component's own grid)."""
+    blocks, tables = placed
+    pick = torch.tensor(indices, device=blocks[0].device)
+    grids = [c.blocks.shape[:2] for c in first.components]
+    return ([b.index_select(0, pick)[:, :bh, :bw].contiguous() for b, (bh, bw) in zip(blocks, grids)],
+            tables.index_select(0, pick))
 
 
 def _stacked_blocks(group: list[JpegCoefficients], device) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -266,7 +266,8 @@ def test_large_batches_are_split_by_samples(monkeypatch):
     coeffs = [kdecode.read_coefficients(b) for b in files]
     calls = []
     real = pipeline._decode_batch
-    monkeypatch.setattr(pipeline, "_decode_batch", lambda g, *a: calls.append(len(g)) or real(g, *a))
+    monkeypatch.setattr(pipeline, "_decode_batch", lambda first, blocks, *a: calls.append(blocks[0].shape[0])
+                        or real(first, blocks, *a))
     monkeypatch.setitem(pipeline.MAX_BATCH_SAMPLES, "exact", 2 * 33 * 47)
     monkeypatch.setenv("KDECODE_FORCE_TORCH", "1")
     got = ExactDecoder().decode_many(coeffs, device="cpu")

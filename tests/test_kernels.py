@@ -449,26 +449,29 @@ def test_collated_batch_decodes_from_its_blocks(device, sampling, monkeypatch):
     """decode_coefficient_batch of a batch moved to a device with the kernels: the exact decode
     reads the batch's own padded blocks and tables there (one ragged launch over them, nothing
     uploaded from the images' arrays), and every image is Pillow's; with a model beside it
-    (images of two decoders in one batch), the exact ones are a subset of the batch's blocks."""
+    (images of two decoders in one batch), each decoder reads its rows of the batch's blocks, and
+    the model's images are what decode() gives each file."""
+    import kdecode
     from conftest import encode, photo
     from kdecode import pipeline, read_coefficients
     from kdecode.data import collate_coefficients, decode_coefficient_batch
+    from kdecode.ops import exact_cpu
 
-    sizes = [(16, 24), (40, 33), (17, 9), (1, 1), (64, 8), (23, 57)]
+    # even: q15 (restored by "auto"), two sizes twice each (a model's batches of one geometry)
+    sizes = [(16, 24), (40, 33), (40, 33), (1, 1), (16, 24), (23, 57), (40, 33), (17, 9), (16, 24), (64, 8)]
     files = [encode(photo(h, w, k, gray=sampling == "gray"), quality=(15, 85)[k % 2],
                     **({} if sampling == "gray" else {"subsampling": sampling})) for k, (h, w) in enumerate(sizes)]
     batch = collate_coefficients([read_coefficients(data) for data in files]).to(device)
     launches = []
     ragged = cuda.idct_islow_ragged
     monkeypatch.setattr(cuda, "idct_islow_ragged", lambda *a: launches.append(a[0].shape[0]) or ragged(*a))
-    stacked = pipeline._stacked_blocks
-    monkeypatch.setattr(pipeline, "_stacked_blocks", None)  # the per-geometry path would upload the arrays
+    monkeypatch.setattr(pipeline, "_stacked_blocks", None)  # uploading the images' arrays would fail
+    monkeypatch.setattr(exact_cpu, "why_not", lambda device=None: "the kernels' path is under test")
     per_image = sum(b.shape[1] * b.shape[2] for b in batch.blocks)
     images = decode_coefficient_batch(batch, model=None, device=device)
     assert launches == [len(files) * per_image]
-    # "auto" restores the q15 files (a model, from the images' arrays) and decodes the q85 ones
-    # exactly, from a subset of the batch's blocks.
-    monkeypatch.setattr(pipeline, "_stacked_blocks", stacked)
+    # "auto" restores the q15 files (a model: rows of the batch's blocks, one geometry at a time)
+    # and decodes the q85 ones exactly, from the other rows.
     launches.clear()
     restored = decode_coefficient_batch(batch, model="auto", device=device)
     assert launches == [len(files) // 2 * per_image]
@@ -477,6 +480,9 @@ def test_collated_batch_decodes_from_its_blocks(device, sampling, monkeypatch):
         image = image.cpu()
         array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
         assert np.array_equal(array, _pillow(data))
+        if not k % 2:  # the model's image: what decode() gives the file
+            want = kdecode.decode(data, model="auto", device=device, output="torch")
+            assert (restored[k].int() - want.int()).abs().max() <= 1
 
 
 @pytest.mark.gpu

@@ -46,11 +46,13 @@ class Decoder(nn.Module):
     def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
+    def decode_many(self, coeffs: list[JpegCoefficients], device=None, placed: tuple | None = None) -> list[torch.Tensor]:
         """Decode a group of images (``decode_batch`` on a GPU hands over its groups): one uint8
         ``[C, H, W]`` per image, in order, each what :meth:`decode` gives it. This default
         decodes them one by one; the decoders override it to run the images of one geometry
-        as one batch (:func:`kdecode.pipeline.decode_restoring_luma_many`)."""
+        as one batch (:func:`kdecode.pipeline.decode_restoring_luma_many`). ``placed``: their
+        blocks and tables already on ``device`` (:func:`kdecode.pipeline.decode_exact_many`),
+        which a decoder may read instead of uploading ``coeffs``' arrays."""
         return [self.decode(c, device) for c in coeffs]
 
 
@@ -62,10 +64,10 @@ class ExactDecoder(Decoder):
     def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:
         return decode_exact(coeffs, device)
 
-    def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
+    def decode_many(self, coeffs: list[JpegCoefficients], device=None, placed: tuple | None = None) -> list[torch.Tensor]:
         if exact_cpu.usable(device):  # the C path: image by image, already at full speed
             return [decode_exact(c, device) for c in coeffs]
-        return decode_exact_many(coeffs, device)
+        return decode_exact_many(coeffs, device, placed)
 
 
 class LumaRestorer(Decoder):
@@ -87,9 +89,9 @@ class LumaRestorer(Decoder):
     def decode(self, coeffs: JpegCoefficients, device=None) -> torch.Tensor:
         return decode_restoring_luma(coeffs, self._restore_luma, self._device(device))
 
-    def decode_many(self, coeffs: list[JpegCoefficients], device=None) -> list[torch.Tensor]:
+    def decode_many(self, coeffs: list[JpegCoefficients], device=None, placed: tuple | None = None) -> list[torch.Tensor]:
         """Images of one geometry restored as one batch (:meth:`restore_blocks` once)."""
-        return decode_restoring_luma_many(coeffs, self.restore_blocks, self._device(device))
+        return decode_restoring_luma_many(coeffs, self.restore_blocks, self._device(device), placed)
 
     def _restore_luma(self, coeffs: JpegCoefficients, device) -> torch.Tensor:
         blocks, qtable = component_blocks(coeffs, 0, device)
