@@ -26,7 +26,7 @@
 # on dequantized input; "hrcnn_input_pair": q10 on both inputs from the IDCT start, the
 # input ablation for the ReLU network; DMCNN q20 -> q10 + no-DRU from scratch; D3-256 q10/q20
 # continued; "dmcnn_more": the shipped DMCNN q10/q20 continued), HRCNN_ACT=none|relu, HRCNN_LR=5e-4,
-# DMCNN_LR=3e-4, DMCNN_BATCH=80 (dmcnn_more), HRCNN_FROM=kdecode/weights (HR-CNN continues the shipped weights of its
+# DMCNN_LR=3e-4, DMCNN_BATCH=80 (dmcnn_more), EMA (unset; e.g. 0.999: every run's --ema), HRCNN_FROM=kdecode/weights (HR-CNN continues the shipped weights of its
 # quality with the same activation, else starts from the shipped q10 ones; unset: the IDCT
 # start), KD=/tmp/kd (work folder on the device), DEVICE=cuda.
 # Session 3 ran the defaults (JOBS as above, HRCNN_ACT=none, TRAIN_SECONDS=1000): calls of 564,
@@ -128,7 +128,11 @@ run_eval() {  # run folder, model, quality[, nonijg]: the run's weights measured
         $K eval --model "$model" --weights "$w" --quality "$q" --data "$KD/data/${NONIJG_SET:-LIVE1_gray}" --tables nonijg \
           --intervals $intervals --device "$DEVICE" --update-card -q
       done
-    fi; } >"$dir/eval.md" 2>&1
+    fi
+    # With EMA: the last step's weights too (not into the card), to see what the average brings.
+    local last=$dir/last_step/$(basename "$w")
+    [ -f "$last" ] && $K eval --model "$model" --weights "$last" --quality "$q" \
+      --data $(printf "$KD/data/%s " ${EVAL_SETS:-LIVE1_gray Classic5}) --device "$DEVICE" -q; } >"$dir/eval.md" 2>&1
 }
 
 hrcnn_start() {  # quality input -> "--init-from W" with HRCNN_FROM=DIR: DIR's weights of that quality
@@ -159,6 +163,7 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
   local common=(--data-root "$KD/data" --train-sets BSDS500/train,BSDS500/test --val-set BSD68 --val-images 8
                 --scales 1,0.9,0.8,0.7,0.6 --steps 10000000 --cache-dir "$KD/cache" --device "$DEVICE"
                 --checkpoint-every 1000 --val-every 2000 -q)
+  [ -n "${EMA:-}" ] && common+=(--ema "$EMA")  # the runs ship a moving average of their weights
   local hq=${HRCNN_QUALITIES:-10 20 30 40 50}
   while [ ! -f "$KD/benched" ]; do sleep 2; done  # the throughput figures are taken on the quiet machine
   # JPEG pairs of every training image at every quality, made once, shared by all runs.
