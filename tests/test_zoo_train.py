@@ -121,6 +121,9 @@ def test_ema_weights_are_the_average_and_survive_a_resume(tmp_path, monkeypatch)
         assert torch.allclose(shipped[k], expected[k], atol=1e-6), k
         assert torch.equal(last[k], steps[-1][k]), k
     assert any(not torch.allclose(shipped[k], last[k]) for k in expected)
+    # each with its card, so that `kdecode eval --weights` measures either
+    last_card = registry.card_for_weights(tmp_path / "run" / "last_step" / "fast_arcnn_q20.safetensors")
+    assert "last step" in last_card["training"]["weights"] and last_card["qualities"] == [20]
 
 
 def test_time_budget_skips_a_paused_process(tmp_path, monkeypatch):

@@ -323,6 +323,9 @@ def train(cfg: TrainConfig) -> dict:
         "metrics": {},
     }
     (out / f"{cfg.stem}.json").write_text(json.dumps(card, indent=2) + "\n")
+    if ema is not None:  # a card beside the last step's weights too: `kdecode eval` reads it
+        last = dict(card, training=dict(card["training"], weights="the last step's (the run's own are the average)"))
+        (out / "last_step" / f"{cfg.stem}.json").write_text(json.dumps(last, indent=2) + "\n")
     log.write(json.dumps({"step": step, "done": True, "val_psnr": scores, "elapsed": elapsed}) + "\n")
     log.close()
     return card
