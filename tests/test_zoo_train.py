@@ -8,7 +8,13 @@ import torch
 from PIL import Image
 
 from kdecode.jpeg.reader import read_coefficients
+from kdecode.jpeg.quality import ijg_table
 from kdecode.models import registry
+from kdecode.models.d3 import D3
+from kdecode.models.dmcnn import DMCNN
+from kdecode.models.hrcnn import HRCNN
+from kdecode.models.pixel import PixelRestorer
+from kdecode.ops import dct_blocks, plane_to_blocks
 from kdecode.pipeline import component_plane
 from kdecode.train.data import PatchSampler, decoded_plane, jpeg_bytes, luma, prepare_pairs
 from kdecode.train.loop import TrainConfig, train
@@ -46,6 +52,33 @@ def test_patches_sit_on_the_block_grid():
     assert (tiles == tiles[:, :, :1, :, :1]).all()
 
 
+def _steps_of(patches: torch.Tensor, quality: int) -> torch.Tensor:
+    """The patches' DCT coefficients in steps of the IJG table of ``quality``: integers when a
+    patch is the decode of a file written with that table."""
+    blocks = dct_blocks(plane_to_blocks(patches[:, 0].double() * 255 - 128))
+    return blocks / torch.from_numpy(ijg_table(quality)).double()
+
+
+@pytest.mark.parametrize("augment", ["flips", "dihedral"])
+def test_flipped_patches_are_decodes_of_files_with_the_table(augment):
+    """A flip of a decoded patch is the decode of the flipped file (same table, coefficients
+    +-1 times the file's); a transpose is not: its coefficients fall between the steps of the
+    table, so the coefficient models, which read the table, train on flips only."""
+    y = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)  # every frequency
+    plane = decoded_plane(y, 10)
+    steps = _steps_of(torch.from_numpy(plane)[None, None] / 255.0, 10)
+    assert (steps - steps.round()).abs().max() < 1e-3  # the decode itself: integer steps
+    sampler = PatchSampler([y], {10: [plane]}, patch=64, device="cpu", seed=0, augment=augment)
+    off = _steps_of(sampler.sample(64)[0], 10)
+    off = (off - off.round()).abs().amax(dim=(1, 2, 3, 4))
+    if augment == "flips":
+        assert off.max() < 1e-3
+    else:
+        assert (off > 0.1).float().mean() > 0.25  # about half the patches are transposed
+    assert HRCNN.augment == DMCNN.augment == D3.augment == "flips"
+    assert PixelRestorer.augment == "dihedral"
+
+
 def _tiny_data(root):
     for i, (h, w) in enumerate([(64, 96), (72, 56), (64, 96)]):
         folder = root / ("train" if i < 2 else "val")
@@ -75,6 +108,7 @@ def test_train_resume_and_card(tmp_path):
     assert ckpt["step"] == 1
     card = train(cfg)  # resumes at step 1
     assert card["training"]["steps"] == 3
+    assert "transposes" in card["training"]["augmentation"]  # a pixel model's default
     # The folder's checkpoint is this run's: another configuration refuses to resume it.
     for other in ({"qualities": [30]}, {"model": "arcnn"}):
         with pytest.raises(ValueError, match="another run"):

@@ -76,6 +76,10 @@ class LumaRestorer(Decoder):
     :meth:`restore_blocks`; one image and a batch of one geometry go through it alike, so
     ``decode_many`` gives what ``decode`` gives (up to the last bit of a batched convolution)."""
 
+    #: the training patches' symmetries (:data:`~kdecode.train.data.AUGMENTATIONS`): a pixel
+    #: model sees no table, so transposed patches are more of the same kind of artifact
+    augment = "dihedral"
+
     def restore_blocks(self, blocks: torch.Tensor, qtables: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Luma blocks int16 ``[N, bh, bw, 8, 8]`` of images of one geometry, their tables
         ``[N, 8, 8]`` and the plane's real size ``(h, w)`` -> restored uint8 ``[N, h, w]``."""

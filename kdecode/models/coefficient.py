@@ -35,6 +35,9 @@ class CoefficientRestorer(LumaRestorer):
     #: where box constraints take their intervals: ``"real"`` (the file's table, the product) or
     #: ``"assumed"`` (the IJG table of the nearest quality, for the comparison the issue asks for)
     intervals = "real"
+    #: flips only: a transposed patch's coefficients are not those of any file with the
+    #: training table (:class:`~kdecode.train.data.PatchSampler`)
+    augment = "flips"
 
     def interval_blocks(self, blocks: torch.Tensor, qtable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(integer coefficients, table) that define the quantization intervals of ``blocks``.

@@ -68,7 +68,7 @@ def _cmd_train(args) -> int:
         lr_min=args.lr_min, warmup=args.warmup, loss=recipe["loss"], scales=[float(s) for s in args.scales.split(",")],
         arch_kwargs=arch_kwargs, init_from=args.init_from, seed=args.seed, device=device, amp=not args.no_amp,
         grad_clip=recipe.get("grad_clip"), checkpoint_every=args.checkpoint_every, val_every=args.val_every,
-        max_time=args.max_time, time_budget=args.time_budget, ema=args.ema, workers=args.workers, cache_dir=args.cache_dir,
+        max_time=args.max_time, time_budget=args.time_budget, ema=args.ema, augment=args.augment, workers=args.workers, cache_dir=args.cache_dir,
         progress=not args.quiet, name=name)
     if args.prepare_only:
         from .data import prepare_pairs
@@ -159,6 +159,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--val-set", default="BSD68", help="validation set under --data-root ('' for none)")
     p.add_argument("--val-images", type=int, default=16)
     p.add_argument("--scales", default="1.0", help="comma-separated image scales (data augmentation)")
+    p.add_argument("--augment", choices=["flips", "dihedral"],
+                   help="patch symmetries: flips, or flips and transposes (default: the model's: flips for "
+                        "models that read the coefficients, whose table a transpose breaks; dihedral for pixel models)")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch", type=int)
     p.add_argument("--patch", type=int, help="patch side (multiple of 8)")

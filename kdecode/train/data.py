@@ -131,20 +131,35 @@ def prepare_pairs(folders: list[str | Path], qualities: list[int], scales=(1.0,)
     return targets, inputs
 
 
+#: the patch symmetries :class:`PatchSampler` draws from: the 4 flips, or all 8 symmetries of
+#: the square (flips and transposes)
+AUGMENTATIONS = ("flips", "dihedral")
+
+
 class PatchSampler:
-    """Random 8-aligned square patches of (decoded, original) planes, with the 8 flips and
-    rotations, drawn on ``device`` (all planes live there: no loader in the training loop).
+    """Random 8-aligned square patches of (decoded, original) planes, with random flips (and
+    transposes: ``augment="dihedral"``), drawn on ``device`` (all planes live there: no loader in
+    the training loop).
 
     Patches start on the 8x8 grid and have a side that is a multiple of 8, and a flip or
     transpose of such a patch keeps block edges on the grid, so the artifacts a patch shows sit
-    where they sit in a real file. Images of equal size are stacked into one tensor; a patch's
-    image is drawn with probability proportional to the image's area."""
+    where they sit in a real file. Only a flip also keeps the coefficients a real file's: it
+    turns coefficient ``[v, u]`` of every block into ``+-[v, u]``, integers of the same table.
+    A transpose moves coefficient ``[v, u]`` to ``[u, v]``, whose IJG step differs (``[0, 5]``
+    and ``[5, 0]``: 40 and 24 x the quality's scale), so the transposed decode is no file's
+    decode with that table: requantized, 4-10% of its nonzero coefficients move (LIVE1 q10)
+    and every interval has the other frequency's width. Models that read the coefficients and
+    the table learn from flips only; pixel models, which never see the table, may take both.
+    Images of equal size are stacked into one tensor; a patch's image is drawn with probability
+    proportional to the image's area."""
 
     def __init__(self, targets: list[np.ndarray], inputs: dict[int, list[np.ndarray]], patch: int,
-                 device, seed: int = 0):
+                 device, seed: int = 0, augment: str = "dihedral"):
         if patch % 8:
             raise ValueError(f"patch size must be a multiple of 8, got {patch}")
-        self.patch, self.device = patch, torch.device(device)
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+        self.patch, self.device, self.augment = patch, torch.device(device), augment
         groups: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
         for q, planes in inputs.items():
             for t, x in zip(targets, planes):
@@ -189,8 +204,11 @@ class PatchSampler:
             ys.append(tgt[i[:, None, None], rows, cols])
         x = torch.cat(xs) / 255.0
         y = torch.cat(ys).float() / 255.0
-        # The 8 symmetries of the square: two flips and a transpose, each drawn per patch.
-        for op in (lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.transpose(-1, -2)):
+        # Two flips (and a transpose), each drawn per patch: the 4 (8) symmetries of the square.
+        ops = [lambda t: t.flip(-1), lambda t: t.flip(-2)]
+        if self.augment == "dihedral":
+            ops.append(lambda t: t.transpose(-1, -2))
+        for op in ops:
             m = (torch.rand(batch, device=self.device, generator=g) < 0.5)[:, None, None]
             x, y = torch.where(m, op(x), x), torch.where(m, op(y), y)
         return x.unsqueeze(1).contiguous(), y.unsqueeze(1).contiguous()

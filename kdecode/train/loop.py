@@ -44,6 +44,8 @@ ARCH_DESCRIPTIONS = {
 #: architectures cheap enough for "auto" on a CPU (a few thousand multiply-adds per pixel):
 #: Fast AR-CNN, and D3 (four 64 x p matrix products per 8x8 patch, 4 patches per block)
 CPU_FRIENDLY = ("fast_arcnn", "d3")
+AUGMENTATION_DESCRIPTIONS = {"flips": "random horizontal and vertical flips (4 symmetries)",
+                             "dihedral": "random flips and transposes (8 symmetries)"}
 
 
 @dataclass
@@ -80,6 +82,8 @@ class TrainConfig:
     workers: int = 0
     cache_dir: str | None = None
     progress: bool = True
+    #: training patch symmetries, "flips" or "dihedral" (None: the model's own, ``model.augment``)
+    augment: str | None = None
     #: the registry name the weights ship under (default ``model``): ``d3_128`` is D3 with p = 128
     name: str | None = None
 
@@ -190,7 +194,8 @@ def train(cfg: TrainConfig) -> dict:
     root = Path(cfg.data_root)
     targets, inputs = prepare_pairs([root / s for s in cfg.train_sets], cfg.qualities, cfg.scales, cfg.workers,
                                     cfg.cache_dir, cfg.progress)
-    sampler = PatchSampler(targets, inputs, cfg.patch, device, cfg.seed)
+    augment = cfg.augment or model.augment
+    sampler = PatchSampler(targets, inputs, cfg.patch, device, cfg.seed, augment)
     n_pixels = sum(t.size for t in targets)
     del targets, inputs
     val = load_validation(root / cfg.val_set, cfg.qualities, cfg.val_images) if cfg.val_set else []
@@ -309,7 +314,7 @@ def train(cfg: TrainConfig) -> dict:
             "data_pixels": n_pixels,
             "jpeg": f"Pillow quality q, gray, read back by kdecode ({getattr(model, 'input_description', 'float IDCT luma plane')})",
             "luma": "MATLAB rgb2ycbcr Y (16..235), portrait images transposed",
-            "scales": cfg.scales, "patch": cfg.patch, "batch": cfg.batch, "steps": step,
+            "scales": cfg.scales, "augmentation": AUGMENTATION_DESCRIPTIONS[augment], "patch": cfg.patch, "batch": cfg.batch, "steps": step,
             "optimizer": f"Adam lr {cfg.lr} -> {cfg.lr_min} (warm-up {cfg.warmup}, cosine over "
                          + (f"{cfg.time_budget:.0f} s of training)" if cfg.time_budget else f"{cfg.steps} steps)"),
             "loss": getattr(model, "loss_description", cfg.loss), "grad_clip": cfg.grad_clip, "mixed_precision": "bf16" if amp else "none",
