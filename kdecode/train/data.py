@@ -131,9 +131,9 @@ def prepare_pairs(folders: list[str | Path], qualities: list[int], scales=(1.0,)
     return targets, inputs
 
 
-#: the patch symmetries :class:`PatchSampler` draws from: the 4 flips, or all 8 symmetries of
-#: the square (flips and transposes)
-AUGMENTATIONS = ("flips", "dihedral")
+#: the patch symmetries :class:`PatchSampler` draws from, with what a model card says of them
+AUGMENTATIONS = {"flips": "random horizontal and vertical flips (4 symmetries)",
+                 "dihedral": "random flips and transposes (8 symmetries)"}
 
 
 class PatchSampler:
@@ -158,7 +158,7 @@ class PatchSampler:
         if patch % 8:
             raise ValueError(f"patch size must be a multiple of 8, got {patch}")
         if augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+            raise ValueError(f"augment must be one of {tuple(AUGMENTATIONS)}, got {augment!r}")
         self.patch, self.device, self.augment = patch, torch.device(device), augment
         groups: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
         for q, planes in inputs.items():

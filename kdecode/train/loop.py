@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..metrics import psnr
 from ..models.registry import build
-from .data import PatchSampler, decoded_plane, image_files, luma, prepare_pairs
+from .data import AUGMENTATIONS, PatchSampler, decoded_plane, image_files, luma, prepare_pairs
 
 ARCH_DESCRIPTIONS = {
     "arcnn": "AR-CNN 64(9)-32(7)-16(1)-1(5), PReLU, residual output",
@@ -44,8 +44,6 @@ ARCH_DESCRIPTIONS = {
 #: architectures cheap enough for "auto" on a CPU (a few thousand multiply-adds per pixel):
 #: Fast AR-CNN, and D3 (four 64 x p matrix products per 8x8 patch, 4 patches per block)
 CPU_FRIENDLY = ("fast_arcnn", "d3")
-AUGMENTATION_DESCRIPTIONS = {"flips": "random horizontal and vertical flips (4 symmetries)",
-                             "dihedral": "random flips and transposes (8 symmetries)"}
 
 
 @dataclass
@@ -314,7 +312,7 @@ def train(cfg: TrainConfig) -> dict:
             "data_pixels": n_pixels,
             "jpeg": f"Pillow quality q, gray, read back by kdecode ({getattr(model, 'input_description', 'float IDCT luma plane')})",
             "luma": "MATLAB rgb2ycbcr Y (16..235), portrait images transposed",
-            "scales": cfg.scales, "augmentation": AUGMENTATION_DESCRIPTIONS[augment], "patch": cfg.patch, "batch": cfg.batch, "steps": step,
+            "scales": cfg.scales, "augmentation": AUGMENTATIONS[augment], "patch": cfg.patch, "batch": cfg.batch, "steps": step,
             "optimizer": f"Adam lr {cfg.lr} -> {cfg.lr_min} (warm-up {cfg.warmup}, cosine over "
                          + (f"{cfg.time_budget:.0f} s of training)" if cfg.time_budget else f"{cfg.steps} steps)"),
             "loss": getattr(model, "loss_description", cfg.loss), "grad_clip": cfg.grad_clip, "mixed_precision": "bf16" if amp else "none",
