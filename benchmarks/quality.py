@@ -131,7 +131,12 @@ def cpu_speed(data: Path | None, repeats: int = 5) -> dict[str, float]:
     return {name: y.size / s / 1e6 for name, s in best.items()}
 
 
-def build_table(speed: dict[str, float]) -> str:
+SPEED_HEADING = "### CPU inference"
+
+
+def build_table(speed: dict[str, float], kept_speed: str = "") -> str:
+    """The markdown tables; ``kept_speed``: an earlier run's speed section, kept as it was measured
+    when this run does not time the models (``--no-speed``)."""
     cards = registry.shipped_cards()
     jpeg = {(d, q): t for d, q, t in jpeg_measured()}
     lines = ["PSNR (dB) / SSIM / PSNR-B (dB), gray, Pillow JPEG at quality q (protocol: ../shared/data/README.md). "
@@ -159,11 +164,13 @@ def build_table(speed: dict[str, float]) -> str:
     lines += real_tables(cards)
     if speed:
         base = speed.get("arcnn")
-        lines += ["### CPU inference (one 512x512 gray q10 image, this machine, best of 5 interleaved rounds)", "",
+        lines += [f"{SPEED_HEADING} (one 512x512 gray q10 image, this machine, best of 5 interleaved rounds)", "",
                   "| decoder | MP/s | x AR-CNN |", "|---|---|---|"]
         for name, mps in speed.items():
             lines.append(f"| {NAMES.get(name, name)} | {mps:.3f} | {mps / base:.2f} |" if base else
                          f"| {NAMES.get(name, name)} | {mps:.3f} | - |")
+    elif kept_speed:
+        lines.append(kept_speed.rstrip("\n"))
     return "\n".join(lines) + "\n"
 
 
@@ -227,7 +234,8 @@ def main() -> int:
     ap.add_argument("--data", default=str(ROOT / ".." / "shared" / "data"))
     ap.add_argument("--measure", action="store_true", help="run kdecode eval for missing card entries first")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--no-speed", action="store_true",
+                    help="do not time the models: keep the speed table of the last quality.md")
     ap.add_argument("--readme", help="replace the <!-- quality-table --> block of this file")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
@@ -235,8 +243,10 @@ def main() -> int:
     if args.measure:
         measure_missing(data, args.device)
     speed = {} if args.no_speed else cpu_speed(data if data.is_dir() else None)
-    table = build_table(speed)
     out = Path(args.out)
+    last = out / "quality.md"
+    kept = last.read_text().partition(SPEED_HEADING) if last.is_file() else ("", "", "")
+    table = build_table(speed, kept[1] + kept[2])
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.md").write_text(table)
     plot(out / "quality.png")

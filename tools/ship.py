@@ -1,12 +1,15 @@
 """Ship a training run's weights: copy them and their card into ``kdecode/weights``, with the
 record of how they came to be, and the verdict against the issue's figures.
 
-    python tools/ship.py RUN_DIR [--history EARLIER_RUN_DIR ...] [--ablation NAME=RUN_DIR:WHAT]
-                         [--half] [--note TEXT]
+    python tools/ship.py RUN_DIR [--history EARLIER_RUN_DIR ...] [--continues SHIPPED_CARD]
+                         [--ablation NAME=RUN_DIR:WHAT] [--half] [--note TEXT]
     python tools/ship.py --restatus MODEL     (the verdict again, after `kdecode eval --update-card`)
 
 - ``--history``: the training records of the stages before this run (easy-to-hard transfer,
   a continuation), oldest first: the card then tells the whole recipe, not only its last step;
+- ``--continues``: the run started from shipped weights (``--init-from``): their card's history
+  and training record (labelled ``--stage-name``) become this card's history, and its ablations,
+  earlier further training and note carry over, so the card still tells the whole recipe;
 - ``--ablation``: another run's training record and metrics under ``card["ablation"][NAME]``
   (e.g. DMCNN without its DCT Rectify Unit);
 - ``--half``: store the weights as float16 (half the bytes; the model computes in float32). The
@@ -70,6 +73,8 @@ def main(argv=None) -> None:
     p.add_argument("run", type=Path, nargs="?")
     p.add_argument("--restatus", metavar="MODEL")
     p.add_argument("--history", type=Path, nargs="*", default=[])
+    p.add_argument("--continues", type=Path, help="the card of the shipped weights the run started from")
+    p.add_argument("--stage-name", default="earlier stage", help="the label of that card's training in the history")
     p.add_argument("--ablation", action="append", default=[], help="NAME=RUN_DIR:WHAT")
     p.add_argument("--half", action="store_true")
     p.add_argument("--note")
@@ -79,6 +84,12 @@ def main(argv=None) -> None:
         return
     card, card_path = _record(args.run)
     card["history"] = [dict(_record(h, weights=False)[0]["training"], run=h.name) for h in args.history]
+    if args.continues:
+        before = json.loads(args.continues.read_text())
+        card["history"] = before.get("history", []) + [dict(before["training"], run=args.stage_name)] + card["history"]
+        for key in ("ablation", "further_training", "note"):
+            if key in before:
+                card[key] = before[key]
     for spec in args.ablation:
         name, _, rest = spec.partition("=")
         run, _, what = rest.partition(":")
@@ -86,7 +97,7 @@ def main(argv=None) -> None:
         card.setdefault("ablation", {})[name] = {"what": what, "training": other["training"],
                                                  "metrics": other.get("metrics", {})}
     if args.note:
-        card["note"] = args.note
+        card["note"] = (card["note"] + " " if "note" in card else "") + args.note
     weights = card_path.with_suffix(".safetensors")
     dest = WEIGHTS / weights.name
     if args.half:
