@@ -245,8 +245,8 @@ def main() -> int:
     speed = {} if args.no_speed else cpu_speed(data if data.is_dir() else None)
     out = Path(args.out)
     last = out / "quality.md"
-    kept = last.read_text().partition(SPEED_HEADING) if last.is_file() else ("", "", "")
-    table = build_table(speed, kept[1] + kept[2])
+    kept = "".join(last.read_text().partition(SPEED_HEADING)[1:]) if args.no_speed and last.is_file() else ""
+    table = build_table(speed, kept)
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.md").write_text(table)
     plot(out / "quality.png")
