@@ -16,7 +16,7 @@ from kdecode.pipeline import component_blocks, decode_exact
 from kdecode.train.cli import main as train_main
 
 from test_zoo_train import _tiny_data
-from zoo_helpers import jpeg, smooth_image, training_pair
+from zoo_helpers import adam_losses, check_decode_shape, jpeg, smooth_image, training_pair
 
 
 def _model(**kw):
@@ -36,10 +36,7 @@ def test_parameters_and_shrinkage():
 
 @pytest.mark.parametrize("size, color", [((1, 1), False), ((37, 45), False), ((33, 50), True)])
 def test_decode_any_size_gray_and_colour(size, color):
-    coeffs = read_coefficients(jpeg(smooth_image(*size, color=color), 30))
-    with torch.no_grad():
-        out = _model().decode(coeffs)
-    assert out.shape == decode_exact(coeffs).shape and out.dtype == torch.uint8
+    check_decode_shape(_model(), size, color)
 
 
 def test_frame_start_is_the_jpeg_decode():
@@ -128,14 +125,7 @@ def test_training_loss_is_the_error_of_what_inference_computes():
 def test_training_steps_lower_the_loss():
     x, target = training_pair([smooth_image(32, 32, seed=s) for s in range(2)], 10)
     model = _model(quality=10).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(10):
-        loss = model.training_loss(x, target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_losses(model, lambda: model.training_loss(x, target), steps=10)
     assert losses[-1] < losses[0]
 
 

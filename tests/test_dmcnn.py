@@ -18,7 +18,7 @@ from kdecode.pipeline import component_blocks, decode_exact
 from kdecode.train.cli import main as train_main
 
 from test_zoo_train import _tiny_data
-from zoo_helpers import jpeg, smooth_image, training_pair
+from zoo_helpers import adam_losses, check_decode_shape, jpeg, smooth_image, training_pair
 
 
 def _model(**kw):
@@ -47,11 +47,7 @@ def test_architecture_as_in_the_paper():
 @pytest.mark.parametrize("size, color", [((1, 1), False), ((9, 40), False), ((37, 45), False), ((33, 50), True),
                                          ((16, 24), True)])
 def test_decode_any_size_gray_and_colour(size, color):
-    coeffs = read_coefficients(jpeg(smooth_image(*size, color=color), 30))
-    with torch.no_grad():
-        out = _model().decode(coeffs)
-    exact = decode_exact(coeffs)
-    assert out.shape == exact.shape and out.dtype == torch.uint8
+    check_decode_shape(_model(), size, color)
 
 
 def test_untrained_start_is_near_the_jpeg_decode():
@@ -120,14 +116,7 @@ def test_restore_from_planes_is_the_decode_from_coefficients():
 def test_training_steps_lower_the_loss():
     x, target = training_pair([smooth_image(32, 32, seed=s) for s in range(2)], 10)
     model = _model(quality=10).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(8):
-        loss = model.training_loss(x, target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_losses(model, lambda: model.training_loss(x, target), steps=8)
     assert losses[-1] < losses[0]
     assert model.net.r.grad is not None and model.net.dct.out.weight.grad.abs().sum() > 0
 

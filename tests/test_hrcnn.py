@@ -18,7 +18,7 @@ from kdecode.pipeline import component_blocks, decode_exact
 from kdecode.train.cli import main as train_main
 
 from test_zoo_train import _tiny_data
-from zoo_helpers import jpeg, smooth_image
+from zoo_helpers import adam_losses, check_decode_shape, jpeg, smooth_image
 
 
 def _params(module):
@@ -84,11 +84,7 @@ def test_masks_stay_fixed_under_an_optimizer_step():
 @pytest.mark.parametrize("size, color", [((1, 1), False), ((9, 40), False), ((37, 45), False), ((33, 50), True),
                                          ((16, 24), True)])
 def test_decode_any_size_gray_and_colour(size, color):
-    coeffs = read_coefficients(jpeg(smooth_image(*size, color=color), 30))
-    with torch.no_grad():
-        out = _model().decode(coeffs)
-    exact = decode_exact(coeffs)
-    assert out.shape == exact.shape and out.dtype == torch.uint8
+    check_decode_shape(_model(), size, color)
 
 
 def test_colour_file_keeps_exact_chroma():
@@ -168,14 +164,7 @@ def test_training_steps_lower_the_loss(mode):
     target = torch.from_numpy(np.stack(ys)).float()[:, None] / 255
     model = HRCNN(input=mode).train()
     torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
-    losses = []
-    for _ in range(6):
-        loss = torch.nn.functional.mse_loss(model(blocks, qtable), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_losses(model, lambda: torch.nn.functional.mse_loss(model(blocks, qtable), target), steps=6, lr=5e-4)
     assert losses[-1] < 0.5 * losses[0]
 
 

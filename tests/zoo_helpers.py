@@ -48,3 +48,31 @@ def training_pair(images: list[np.ndarray], quality: int):
 
     planes = [blocks_to_planes(*component_blocks(read_coefficients(jpeg(y, quality)), 0)) / 255.0 for y in images]
     return torch.stack(planes)[:, None], torch.from_numpy(np.stack(images)).float()[:, None] / 255
+
+
+def adam_losses(model, loss, steps: int, lr: float = 1e-3) -> list[float]:
+    """The loss at each of ``steps`` Adam steps on ``loss()`` (a closure over one fixed batch)."""
+    import torch
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        value = loss()
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        losses.append(value.item())
+    return losses
+
+
+def check_decode_shape(model, size: tuple[int, int], color: bool) -> None:
+    """``model.decode`` of a JPEG of any size and colour gives the exact decode's shape, uint8."""
+    import torch
+
+    from kdecode import read_coefficients
+    from kdecode.pipeline import decode_exact
+
+    coeffs = read_coefficients(jpeg(smooth_image(*size, color=color), 30))
+    with torch.no_grad():
+        out = model.decode(coeffs)
+    assert out.shape == decode_exact(coeffs).shape and out.dtype == torch.uint8
