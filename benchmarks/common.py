@@ -32,6 +32,19 @@ def encode(array: np.ndarray, **options) -> bytes:
     return buf.getvalue()
 
 
+# Sets made from the shared photos: name prefix -> (folder under SHARED_DATA, file pattern,
+# default quality; None: the files as they are). "crops64-q75": 64x64 centre crops.
+PHOTO_SOURCES = {"crops": ("BSDS500", "*.jpg", 75), "bsds500": ("BSDS500", "*.jpg", None),
+                 "live1": ("LIVE1_color", "*.png", 10)}
+
+
+def _centre_crop(rgb: np.ndarray, n: int | None) -> np.ndarray:
+    if n is None:
+        return rgb
+    top, left = (rgb.shape[0] - n) // 2, (rgb.shape[1] - n) // 2
+    return rgb[top:top + n, left:left + n]
+
+
 def file_sets(names: list[str]) -> dict[str, list[bytes]]:
     """Named lists of JPEG bytes. ``bsds500``: the 432 originals; ``bsds500-qN``: re-encoded at
     quality N (4:2:0); ``live1-qN``: LIVE1_color at quality N; ``photo2000x1500-q90``: generated;
@@ -50,36 +63,20 @@ def file_sets(names: list[str]) -> dict[str, list[bytes]]:
             size, _, q = name[5:].partition("-q")
             w, h = map(int, size.split("x"))
             sets[full_name] = [encode_set(synthetic_photo(h, w), quality=int(q or 90), subsampling="4:2:0")]
-        elif name.startswith("crops"):  # small images: 64x64 (etc.) centre crops of the BSDS500 originals
-            files = sorted((SHARED_DATA / "BSDS500").rglob("*.jpg"))
+        elif source := next((s for s in PHOTO_SOURCES if name.startswith(s)), None):
+            folder, pattern, default_quality = PHOTO_SOURCES[source]
+            files = sorted((SHARED_DATA / folder).rglob(pattern))
             if not files:
-                print(f"skipping {full_name}: {SHARED_DATA / 'BSDS500'} not found")
+                print(f"skipping {full_name}: {SHARED_DATA / folder} not found")
                 continue
-            size, _, q = name[5:].partition("-q")
-            n = int(size)
-            crops = []
-            for f in files:
-                rgb = np.asarray(Image.open(f).convert("RGB"))
-                top, left = (rgb.shape[0] - n) // 2, (rgb.shape[1] - n) // 2
-                crops.append(encode_set(rgb[top:top + n, left:left + n], quality=int(q or 75), subsampling="4:2:0"))
-            sets[full_name] = crops
-        elif name.startswith("bsds500"):
-            files = sorted((SHARED_DATA / "BSDS500").rglob("*.jpg"))
-            if not files:
-                print(f"skipping {full_name}: {SHARED_DATA / 'BSDS500'} not found")
+            size, _, q = name[len(source):].partition("-q")
+            quality = int(q) if q else default_quality
+            if quality is None:  # the files as they are
+                sets[full_name] = [f.read_bytes() for f in files]
                 continue
-            _, _, q = name.partition("-q")
-            sets[full_name] = [f.read_bytes() if not q else
-                          encode_set(np.asarray(Image.open(f).convert("RGB")), quality=int(q), subsampling="4:2:0")
-                          for f in files]
-        elif name.startswith("live1"):
-            files = sorted((SHARED_DATA / "LIVE1_color").glob("*.png"))
-            if not files:
-                print(f"skipping {full_name}: {SHARED_DATA / 'LIVE1_color'} not found")
-                continue
-            _, _, q = name.partition("-q")
-            sets[full_name] = [encode_set(np.asarray(Image.open(f).convert("RGB")), quality=int(q or 10), subsampling="4:2:0")
-                          for f in files]
+            crop = int(size) if size else None
+            sets[full_name] = [encode_set(_centre_crop(np.asarray(Image.open(f).convert("RGB")), crop),
+                                          quality=quality, subsampling="4:2:0") for f in files]
         else:
             raise ValueError(f"unknown file set {full_name!r}")
     return sets
