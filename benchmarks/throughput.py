@@ -22,7 +22,6 @@ import os
 import re
 import sys
 import textwrap
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

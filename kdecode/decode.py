@@ -79,10 +79,9 @@ def decode_source(src: Source, model, device, output: str, precision: str, threa
     (beside the entropy decoding, on a second thread, with ``threads > 1``); for ``"auto"``
     that is decided from the quantization table the marker parser saw, before the read."""
     if exact_cpu.usable(device) and (model == "auto" or resolve_model(model, device) == "exact"):
-        decode_if = None
-        if model == "auto":
-            def decode_if(luma_table) -> bool:
-                return resolve_model(model, device, estimate_quality(luma_table)[0]) == "exact"
+        def auto_is_exact(luma_table) -> bool:
+            return resolve_model(model, device, estimate_quality(luma_table)[0]) == "exact"
+        decode_if = auto_is_exact if model == "auto" else None  # None: the exact decode, always
         coeffs, array = exact_cpu.read_and_decode(src, _rgbx(output), threads, decode_if, **read_options)
         if array is not None:  # the exact decode was asked for, or chosen by decode_if
             return _host_output(array, coeffs, device, output)

@@ -23,8 +23,10 @@ PEAK = 255.0
 
 
 def _as_plane(image) -> torch.Tensor:
-    t = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.asarray(image))
-    t = t.detach().to("cpu", torch.float64)
+    if not isinstance(image, torch.Tensor):
+        # A copy: arrays viewed from PIL images are read-only, which torch.from_numpy warns about.
+        image = torch.from_numpy(np.array(image, dtype=np.float64))
+    t = image.detach().to("cpu", torch.float64)
     if t.ndim == 3 and t.shape[0] == 1:
         t = t[0]
     if t.ndim != 2:

@@ -1,5 +1,6 @@
 """PSNR, SSIM and PSNR-B against scikit-image and hand-computed cases."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -45,6 +46,18 @@ def test_ssim_identity_and_inputs():
     assert ssim(torch.from_numpy(a)[None], b.astype(np.float32)) == pytest.approx(ssim(a, b))
     with pytest.raises(ValueError):
         ssim(a, b[:, :-1])
+
+
+def test_read_only_arrays_take_no_warning():
+    # np.asarray of a PIL image is read-only; torch.from_numpy warns on such arrays.
+    from PIL import Image
+    a, b = _pair()
+    ro_a, ro_b = np.asarray(Image.fromarray(a)), np.asarray(Image.fromarray(b))
+    assert not ro_a.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert psnr(ro_a, ro_b) == psnr(a, b)
+        assert ssim(ro_a, ro_b) == ssim(a, b)
 
 
 def test_bef_hand_computed():
