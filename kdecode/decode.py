@@ -1,4 +1,4 @@
-"""``kdecode.decode``: a drop-in replacement for ``Image.open(f).convert()``-free Pillow decoding."""
+"""``kdecode.decode``: a drop-in replacement for Pillow's decoding (``Image.open(f)`` then ``load()``)."""
 from __future__ import annotations
 
 import functools
