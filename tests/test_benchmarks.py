@@ -27,5 +27,5 @@ def test_bench_writes_a_table_of_ratios_and_a_plot(tmp_path, capsys):
         assert re.fullmatch(r"[0-9.]+x", ratio), row
     assert rows[0].split("|")[7].strip() == "1.00x"
     if importlib.util.find_spec("matplotlib") is None:
-        return  # the plot needs matplotlib (the "plot" extra); without it the suite writes the table only
+        return  # the plot needs matplotlib (the "plot" and "test" extras); without it only the table is written
     assert (tmp_path / "smoke.png").stat().st_size > 1000
