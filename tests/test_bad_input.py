@@ -53,6 +53,13 @@ def test_png_is_not_a_jpeg():
         kdecode.read_coefficients(buf.getvalue())
 
 
+@pytest.mark.parametrize("data", [b"\xff\xd8", b"\xff\xd8\xff"])
+def test_bare_soi_says_too_short_not_missing_soi(data):
+    with pytest.raises(NotAJpegError, match="too short") as e:
+        kdecode.read_coefficients(data)
+    assert "no JPEG SOI" not in str(e.value)
+
+
 def test_empty_file_names_the_path(tmp_path):
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")

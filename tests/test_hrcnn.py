@@ -269,7 +269,7 @@ def test_init_from_other_weights_starts_where_they_are(tmp_path, source_input, t
     factor per coefficient (255 / the training table's entry for quantized input, 1 for
     dequantized) that the spectral layer's weights absorb, so the two inputs are one family of
     networks: the input is how Adam sees the first layer, not what the network can compute
-    (README, HR-CNN)."""
+    (docs/hrcnn.md)."""
     from safetensors.torch import save_file
 
     from kdecode.train.loop import _load_init

@@ -135,7 +135,12 @@ def parse_header(data: bytes, source: str, max_pixels: int | None, allow_truncat
     what comes after is left to the reader.
     """
     if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        kind = "empty input" if not data else "no JPEG SOI marker at the start"
+        if not data:
+            kind = "empty input"
+        elif data[:2] == b"\xff\xd8":
+            kind = f"{len(data)} bytes: too short to hold anything after the SOI marker"
+        else:
+            kind = "no JPEG SOI marker at the start"
         if data[:8] == b"\x89PNG\r\n\x1a\n":
             kind = "a PNG file, not a JPEG"
         raise NotAJpegError(source, f"not a JPEG file ({kind})")
