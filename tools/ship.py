@@ -2,7 +2,8 @@
 record of how they came to be, and the verdict against the issue's figures.
 
     python tools/ship.py RUN_DIR [--history EARLIER_RUN_DIR ...] [--continues SHIPPED_CARD]
-                         [--ablation NAME=RUN_DIR:WHAT] [--half] [--note TEXT]
+                         [--ablation NAME=RUN_DIR:WHAT] [--average SIBLING_RUN_DIR ...] [--half]
+                         [--note TEXT]
     python tools/ship.py --restatus MODEL     (the verdict again, after `kdecode eval --update-card`)
 
 - ``--history``: the training records of the stages before this run (easy-to-hard transfer,
@@ -12,6 +13,10 @@ record of how they came to be, and the verdict against the issue's figures.
   earlier further training and note carry over, so the card still tells the whole recipe;
 - ``--ablation``: another run's training record and metrics under ``card["ablation"][NAME]``
   (e.g. DMCNN without its DCT Rectify Unit);
+- ``--average``: sibling runs of RUN_DIR (same start and recipe, other seeds): ship the mean of
+  all their weights (a weight average, chosen before any of them is measured, instead of the best
+  run on the test sets); the card keeps RUN_DIR's training record and lists every averaged run
+  (seed, steps, wall time, validation) under ``training.weight_average``;
 - ``--half``: store the weights as float16 (half the bytes; the model computes in float32). The
   card's metrics were measured on the float32 weights: run ``kdecode eval --update-card`` on
   the shipped file afterwards, so that the card holds what the shipped file gives;
@@ -76,6 +81,7 @@ def main(argv=None) -> None:
     p.add_argument("--continues", type=Path, help="the card of the shipped weights the run started from")
     p.add_argument("--stage-name", default="earlier stage", help="the label of that card's training in the history")
     p.add_argument("--ablation", action="append", default=[], help="NAME=RUN_DIR:WHAT")
+    p.add_argument("--average", type=Path, nargs="+", default=[], metavar="SIBLING_RUN_DIR")
     p.add_argument("--half", action="store_true")
     p.add_argument("--note")
     args = p.parse_args(argv)
@@ -100,15 +106,42 @@ def main(argv=None) -> None:
         card["note"] = (card["note"] + " " if "note" in card else "") + args.note
     weights = card_path.with_suffix(".safetensors")
     dest = WEIGHTS / weights.name
-    if args.half:
+    if args.average or args.half:
         from safetensors.torch import load_file, save_file
 
-        save_file({k: v.half().contiguous() for k, v in load_file(str(weights)).items()}, str(dest))
-        card["storage"] = "float16 weights (computed in float32)"
+        state = load_file(str(weights))
+        if args.average:
+            state = _average(card, state, args.run, args.average)
+        if args.half:
+            state = {k: v.half() for k, v in state.items()}
+            card["storage"] = "float16 weights (computed in float32)"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(dest))
     else:
         dest.write_bytes(weights.read_bytes())
     dest.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     restatus(card["model"])
+
+
+def _average(card: dict, state: dict, run: Path, siblings: list[Path]) -> dict:
+    """The mean of ``state`` and the siblings' weights (float64 sums), recorded in ``card``."""
+    from safetensors.torch import load_file
+
+    runs = [(run, card, state)]
+    for sibling in siblings:
+        other, other_path = _record(sibling)
+        same = ("model", "arch_kwargs", "qualities")
+        if any(other.get(k) != card.get(k) for k in same) or \
+                other["training"].get("init_from") != card["training"].get("init_from"):
+            raise SystemExit(f"{sibling}: not a sibling of {run} (model, architecture, qualities or start differ)")
+        other_state = load_file(str(other_path.with_suffix(".safetensors")))
+        if {k: v.shape for k, v in other_state.items()} != {k: v.shape for k, v in state.items()}:
+            raise SystemExit(f"{sibling}: its tensors differ from {run}'s")
+        runs.append((sibling, other, other_state))
+    card["training"]["weight_average"] = {
+        "how": f"arithmetic mean of the weights of {len(runs)} runs from the same start and recipe (other seeds)",
+        "runs": [{"run": r.name, **{k: c["training"].get(k) for k in ("seed", "steps", "wall_time_s", "validation")}}
+                 for r, c, _ in runs]}
+    return {k: (sum(s[k].double() for _, _, s in runs) / len(runs)).to(v.dtype) for k, v in state.items()}
 
 
 def restatus(model: str) -> None:

@@ -1,0 +1,56 @@
+"""tools/ship.py: a run's weights and card go into the weights folder with the record of how
+they came to be; sibling runs can be shipped as their weight average."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def ship(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("ship", ROOT / "tools" / "ship.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "WEIGHTS", tmp_path / "weights")
+    (tmp_path / "weights").mkdir()
+    return module
+
+
+def _run(folder: Path, seed: int, tensors: dict, init_from="hrcnn_q10.safetensors", steps=100) -> Path:
+    folder.mkdir()
+    save_file(tensors, str(folder / "hrcnn_q10.safetensors"))
+    card = {"model": "hrcnn", "arch_kwargs": {"activation": "relu"}, "qualities": [10],
+            "training": {"seed": seed, "steps": steps, "wall_time_s": 60.0, "device": "cpu",
+                         "init_from": init_from, "validation": {"psnr": {"10": 27.9}}}}
+    (folder / "hrcnn_q10.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_average_of_sibling_runs(ship, tmp_path):
+    a = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.5])}
+    b = {"w": torch.tensor([3.0, 6.0]), "b": torch.tensor([1.5])}
+    run_a = _run(tmp_path / "a", 1, a, steps=100)
+    run_b = _run(tmp_path / "b", 2, b, steps=120)
+    ship.main([str(run_a), "--average", str(run_b), "--half"])
+    shipped = load_file(str(tmp_path / "weights" / "hrcnn_q10.safetensors"))
+    assert shipped["w"].dtype == torch.float16
+    assert torch.equal(shipped["w"].float(), torch.tensor([2.0, 4.0]))
+    assert torch.equal(shipped["b"].float(), torch.tensor([1.0]))
+    card = json.loads((tmp_path / "weights" / "hrcnn_q10.json").read_text())
+    runs = card["training"]["weight_average"]["runs"]
+    assert [(r["run"], r["seed"], r["steps"]) for r in runs] == [("a", 1, 100), ("b", 2, 120)]
+    assert card["training"]["seed"] == 1 and card["status"].startswith("not final")
+
+
+def test_average_refuses_runs_from_another_start(ship, tmp_path):
+    t = {"w": torch.zeros(2)}
+    run_a = _run(tmp_path / "a", 1, t)
+    run_b = _run(tmp_path / "b", 2, t, init_from="other.safetensors")
+    with pytest.raises(SystemExit, match="not a sibling"):
+        ship.main([str(run_a), "--average", str(run_b)])
+    assert not (tmp_path / "weights" / "hrcnn_q10.safetensors").exists()
