@@ -45,6 +45,7 @@ def test_average_of_sibling_runs(ship, tmp_path):
     runs = card["training"]["weight_average"]["runs"]
     assert [(r["run"], r["seed"], r["steps"]) for r in runs] == [("a", 1, 100), ("b", 2, 120)]
     assert card["training"]["seed"] == 1 and card["status"].startswith("not final")
+    assert "mean of 2 such runs" in card["status"]
 
 
 def test_average_refuses_runs_from_another_start(ship, tmp_path):

@@ -59,8 +59,10 @@ def status(card: dict, siblings_final: bool = True) -> str:
         if siblings_final:
             return "final (no figure of its own at this quality; its siblings reach theirs)"
         short.append("no figure at this quality; the same recipe falls short at the qualities that have one")
-    return "final" if not short else "not final: " + "; ".join(short) + \
-        f" ({card['training']['device']}, {card['training']['wall_time_s'] / 60:.0f} min in its last stage)"
+    averaged = card["training"].get("weight_average", {}).get("runs", [])
+    last = f"{card['training']['wall_time_s'] / 60:.0f} min in its last stage" + \
+        (f", mean of {len(averaged)} such runs" if averaged else "")
+    return "final" if not short else "not final: " + "; ".join(short) + f" ({card['training']['device']}, {last})"
 
 
 def _record(run: Path, weights: bool = True) -> tuple[dict, Path]:
