@@ -21,12 +21,13 @@ def ship(tmp_path, monkeypatch):
     return module
 
 
-def _run(folder: Path, seed: int, tensors: dict, init_from="hrcnn_q10.safetensors", steps=100) -> Path:
+def _run(folder: Path, seed: int, tensors: dict, steps=100, **training) -> Path:
     folder.mkdir()
     save_file(tensors, str(folder / "hrcnn_q10.safetensors"))
     card = {"model": "hrcnn", "arch_kwargs": {"activation": "relu"}, "qualities": [10],
             "training": {"seed": seed, "steps": steps, "wall_time_s": 60.0, "device": "cpu",
-                         "init_from": init_from, "validation": {"psnr": {"10": 27.9}}}}
+                         "init_from": "hrcnn_q10.safetensors", "batch": 8,
+                         "validation": {"psnr": {"10": 27.9}}, **training}}
     (folder / "hrcnn_q10.json").write_text(json.dumps(card))
     return folder
 
@@ -48,10 +49,11 @@ def test_average_of_sibling_runs(ship, tmp_path):
     assert "mean of 2 such runs" in card["status"]
 
 
-def test_average_refuses_runs_from_another_start(ship, tmp_path):
+@pytest.mark.parametrize("other", [{"init_from": "other.safetensors"}, {"batch": 16}], ids=["start", "recipe"])
+def test_average_refuses_runs_that_are_not_siblings(ship, tmp_path, other):
     t = {"w": torch.zeros(2)}
     run_a = _run(tmp_path / "a", 1, t)
-    run_b = _run(tmp_path / "b", 2, t, init_from="other.safetensors")
+    run_b = _run(tmp_path / "b", 2, t, **other)
     with pytest.raises(SystemExit, match="not a sibling"):
         ship.main([str(run_a), "--average", str(run_b)])
     assert not (tmp_path / "weights" / "hrcnn_q10.safetensors").exists()

@@ -14,8 +14,7 @@ record of how they came to be, and the verdict against the issue's figures.
 - ``--ablation``: another run's training record and metrics under ``card["ablation"][NAME]``
   (e.g. DMCNN without its DCT Rectify Unit);
 - ``--average``: sibling runs of RUN_DIR (same start and recipe, other seeds): ship the mean of
-  all their weights (a weight average, chosen before any of them is measured, instead of the best
-  run on the test sets); the card keeps RUN_DIR's training record and lists every averaged run
+  all their weights (so that no single run is picked by its test-set figures); the card keeps RUN_DIR's training record and lists every averaged run
   (seed, steps, wall time, validation) under ``training.weight_average``;
 - ``--half``: store the weights as float16 (half the bytes; the model computes in float32). The
   card's metrics were measured on the float32 weights: run ``kdecode eval --update-card`` on
@@ -131,10 +130,10 @@ def _average(card: dict, state: dict, run: Path, siblings: list[Path]) -> dict:
     runs = [(run, card, state)]
     for sibling in siblings:
         other, other_path = _record(sibling)
-        same = ("model", "arch_kwargs", "qualities")
-        if any(other.get(k) != card.get(k) for k in same) or \
-                other["training"].get("init_from") != card["training"].get("init_from"):
-            raise SystemExit(f"{sibling}: not a sibling of {run} (model, architecture, qualities or start differ)")
+        recipe = ("init_from", "batch", "patch", "optimizer", "loss", "augmentation")
+        if any(other.get(k) != card.get(k) for k in ("model", "arch_kwargs", "qualities")) or \
+                any(other["training"].get(k) != card["training"].get(k) for k in recipe):
+            raise SystemExit(f"{sibling}: not a sibling of {run} (model, architecture, qualities, start or recipe differ)")
         other_state = load_file(str(other_path.with_suffix(".safetensors")))
         if {k: v.shape for k, v in other_state.items()} != {k: v.shape for k, v in state.items()}:
             raise SystemExit(f"{sibling}: its tensors differ from {run}'s")
