@@ -57,3 +57,15 @@ def test_average_refuses_runs_that_are_not_siblings(ship, tmp_path, other):
     with pytest.raises(SystemExit, match="not a sibling"):
         ship.main([str(run_a), "--average", str(run_b)])
     assert not (tmp_path / "weights" / "hrcnn_q10.safetensors").exists()
+
+
+def test_restatus_leaves_models_without_figures_alone(ship, tmp_path):
+    # AR-CNN's figures closed with its issue: its cards (no "status", final to the registry)
+    # must come out of a ship/restatus byte for byte, siblings included.
+    texts = {}
+    for q in (10, 20):
+        path = tmp_path / "weights" / f"arcnn_q{q}.json"
+        path.write_text(json.dumps({"model": "arcnn", "qualities": [q], "metrics": {}}))
+        texts[path] = path.read_text()
+    ship.restatus("arcnn")
+    assert {p: p.read_text() for p in texts} == texts
