@@ -6,7 +6,7 @@
 # throughput suite on the quiet GPU with the new weights. Three calls of the device tool, each
 # started at once after the previous returns (a machine idle for 30 s is given back):
 #
-#   Here, once (repo root): pack the data and libjpeg for the native reader (~56 MB, ignored):
+#   Here, once (repo root): pack the data and libjpeg for the native reader (~47 MB, ignored):
 #     tools/gpu_lease.sh pack ../shared/data
 #   call 1: command="bash tools/gpu_lease.sh call1", carry=[".gpu_lease"]          (~9.5 min)
 #           setup, the throughput figures on the quiet machine (LIVE1 and BSDS500 q50: the exact
@@ -28,7 +28,8 @@
 # continued; "dmcnn_more": the shipped DMCNN q10/q20 continued), HRCNN_ACT=none|relu, HRCNN_LR=5e-4,
 # DMCNN_LR=3e-4, DMCNN_BATCH=80 (dmcnn_more), EMA (unset; e.g. 0.999: every run's --ema), HRCNN_FROM=kdecode/weights (HR-CNN continues the shipped weights of its
 # quality with the same activation, else starts from the shipped q10 ones; unset: the IDCT
-# start), KD=/tmp/kd (work folder on the device), DEVICE=cuda.
+# start), TRAIN_SETS=BSDS500/train,BSDS500/test,Train400 (Train400's full-range luma keeps the
+# runs from learning LIVE1_gray's [16, 235] range: docs/training_log.md, session 21), KD=/tmp/kd (work folder on the device), DEVICE=cuda.
 # Session 3 ran the defaults (JOBS as above, HRCNN_ACT=none, TRAIN_SECONDS=1000): calls of 564,
 # 570 and 182 s plus the machine's start: 1,362 s of the 1,800; the three calls must follow each
 # other within the 30 s a machine stays warm.
@@ -48,7 +49,7 @@ pack() {  # here: the datasets the lease needs and libjpeg-turbo for the native 
   rm -rf $dest && mkdir -p $dest/data/BSDS500 $dest/data/BSD68 $dest/native/include $dest/native/lib
   cp -r "$data/BSDS500/train" "$data/BSDS500/test" $dest/data/BSDS500/
   ls "$data"/BSD68/*.png | head -8 | xargs -I{} cp {} $dest/data/BSD68/
-  cp -r "$data/LIVE1_gray" "$data/Classic5" $dest/data/
+  cp -r "$data/LIVE1_gray" "$data/Classic5" "$data/Train400" $dest/data/
   # The LIVE1 benchmark set as its q10 JPEGs (0.5 MB) instead of LIVE1_color's PNGs (18 MB).
   KDECODE_DATA="$data" python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; \
 from common import write_sets; write_sets(['live1-q10'], Path('$dest/data'))"
@@ -160,7 +161,7 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
   local R=$KD/runs q
   export OMP_NUM_THREADS=2  # ten processes share 16 cores
   mkdir -p "$R"
-  local common=(--data-root "$KD/data" --train-sets BSDS500/train,BSDS500/test --val-set BSD68 --val-images 8
+  local common=(--data-root "$KD/data" --train-sets "${TRAIN_SETS:-BSDS500/train,BSDS500/test,Train400}" --val-set BSD68 --val-images 8
                 --scales 1,0.9,0.8,0.7,0.6 --steps 10000000 --cache-dir "$KD/cache" --device "$DEVICE"
                 --checkpoint-every 1000 --val-every 2000 -q)
   [ -n "${EMA:-}" ] && common+=(--ema "$EMA")  # the runs ship a moving average of their weights
@@ -285,11 +286,12 @@ finish() {  # wait for the runs, return them, then the throughput suite on the q
       tar czf "$OUT/$run.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' --exclude='dmcnn_q20_p56/*.safetensors' \
         $run $run.log $( [ $run = dmcnn_q20 ] && echo dmcnn_q20_p56 dmcnn_q20_p56.log ) 2>/dev/null; done )
   for f in "$KD"/runs/*/eval.md; do echo "## $(basename "$(dirname "$f")")"; grep -v "^$" "$f" | tail -12; done
+  # A dry run (not CUDA) stops here: the copy below would overwrite this checkout's shipped weights.
+  [ "$DEVICE" = cuda ] || return 0
   # The new weights in this checkout (the device's copy), so that the suite measures every model.
   for f in "$KD"/runs/hrcnn_q[1-5]0/hrcnn_q*.safetensors "$KD"/runs/dmcnn_q[12]0/dmcnn_q*.safetensors; do
     [ -f "$f" ] && cp "$f" "${f%.safetensors}.json" kdecode/weights/
   done
-  [ "$DEVICE" = cuda ] || return 0
   # LIVE1 first: HR-CNN's figure (issue 7) is its batch of 64 LIVE1-sized images.
   KDECODE_DATA=$KD/data timeout ${BENCH_SECONDS:-300} python3 benchmarks/throughput.py --device cuda --limit 64 --min-files 64 \
     --sets live1-q10 bsds500-q50 bsds500-q10 bsds500-q90 photo3840x2160-q90 \
