@@ -29,7 +29,8 @@
 # DMCNN_LR=3e-4, DMCNN_BATCH=80 (dmcnn_more), EMA (unset; e.g. 0.999: every run's --ema), HRCNN_FROM=kdecode/weights (HR-CNN continues the shipped weights of its
 # quality with the same activation, else starts from the shipped q10 ones; unset: the IDCT
 # start), TRAIN_SETS=BSDS500/train,BSDS500/test,Train400 (Train400's full-range luma keeps the
-# runs from learning LIVE1_gray's [16, 235] range: docs/training_log.md, session 21), KD=/tmp/kd (work folder on the device), DEVICE=cuda.
+# runs from learning LIVE1_gray's [16, 235] range: docs/training_log.md, session 21),
+# KD=/tmp/kd (work folder on the device), DEVICE=cuda.
 # Session 3 ran the defaults (JOBS as above, HRCNN_ACT=none, TRAIN_SECONDS=1000): calls of 564,
 # 570 and 182 s plus the machine's start: 1,362 s of the 1,800; the three calls must follow each
 # other within the 30 s a machine stays warm.

@@ -153,7 +153,7 @@ def restatus(model: str) -> None:
         return
     paths = sorted(WEIGHTS.glob(f"{model}_q*.json"))
     cards = {p: json.loads(p.read_text()) for p in paths}
-    targets = TARGETS.get(model, (None, {}))[1]
+    targets = TARGETS[model][1]
     own = [p for p in paths if any(q in targets for q in cards[p]["qualities"])]
     for p in own:
         cards[p]["status"] = status(cards[p])
