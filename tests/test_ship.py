@@ -69,3 +69,10 @@ def test_restatus_leaves_models_without_figures_alone(ship, tmp_path):
         texts[path] = path.read_text()
     ship.restatus("arcnn")
     assert {p: p.read_text() for p in texts} == texts
+
+
+def test_restatus_rejects_a_card_name(ship):
+    # "hrcnn_q10" is a card of hrcnn, whose figures are open: a silent no-op would leave its
+    # status stale after `kdecode eval --update-card`.
+    with pytest.raises(SystemExit, match="not a card: 'hrcnn'"):
+        ship.restatus("hrcnn_q10")

@@ -146,6 +146,10 @@ def _average(card: dict, state: dict, run: Path, siblings: list[Path]) -> dict:
 def restatus(model: str) -> None:
     """Every shipped card of ``model``: those with figures first, then the qualities without
     (their verdict follows their siblings')."""
+    base = model.rsplit("_q", 1)[0]
+    if model not in TARGETS and base in TARGETS:
+        # A card's name (hrcnn_q10) would otherwise pass silently as a model without figures.
+        raise SystemExit(f"--restatus takes a model, not a card: {base!r}, not {model!r}")
     if model not in TARGETS:
         # Its issue's figures were checked when that issue closed; a card without "status" is
         # final to the registry, and a new verdict here would only rewrite every sibling card.
