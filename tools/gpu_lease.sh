@@ -21,6 +21,17 @@
 #           a file: a file that comes back is at most 16 MiB), installs the new weights in the
 #           device's checkout and runs benchmarks/throughput.py on CUDA.
 #
+# The 15-minute lease (device time since 2026-12: the machine's start, every call and every idle
+# wait together): one call of the device tool, no second call to wait for.
+#   lease15: command="bash tools/gpu_lease.sh lease15", carry=[".gpu_lease"], timeout_s=600
+#           (~9.5 min; with the start about 11 of the 15): setup, the issues' throughput figures on
+#           the quiet machine (QUICK=short: LIVE1 q10 and BSDS500 q50, the exact decode, Fast
+#           AR-CNN and HR-CNN, float32 and bf16, with the CPU/GPU overlap), then the runs of JOBS
+#           in the background until DEADLINE (CALL_SECONDS=560 minus EVAL_MARGIN=110 s for their
+#           evaluations and the packing) while the GPU tests run, then collect: the runs come back
+#           as finish() returns them. For what is short now: JOBS="hrcnn dmcnn_more"
+#           HRCNN_QUALITIES=10 HRCNN_ACT=relu HRCNN_FROM=kdecode/weights HRCNN_LR=2e-4 EMA=0.999
+#           SCALES=1.0 (the CPU stages' recipe, continued; docs/training_log.md).
 # Settings (environment): TRAIN_SECONDS=1020 (wall time from the start of training to its end,
 # shared by all runs), JOBS="hrcnn hrcnn_input dmcnn d3" (what runs: HR-CNN q10..50; HR-CNN q10
 # on dequantized input; "hrcnn_input_pair": q10 on both inputs from the IDCT start, the
@@ -81,6 +92,7 @@ quick() {  # on the quiet machine: the throughput figures, then (while the train
     KDECODE_DATA=$KD/data timeout 200 python3 benchmarks/throughput.py --device cuda --sets live1-q10 bsds500-q50 \
       --limit 200 --min-files 64 --models fast_arcnn hrcnn --bf16 --repeat 2 --min-time 0.2 --out "$OUT" --name quick 2>&1 \
       | tail -32
+    [ "${QUICK:-}" = short ] && { touch "$KD/benched"; return 0; }  # lease15: the figures, no cuDNN autotuning or profile
     KDECODE_DATA=$KD/data timeout 100 python3 benchmarks/throughput.py --device cuda --sets live1-q10 --min-files 64 \
       --models fast_arcnn hrcnn --bf16 --cudnn-benchmark --repeat 2 --min-time 0.2 --out "$OUT" --name quick_cudnn_benchmark \
       2>&1 | tail -16
@@ -163,7 +175,7 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
   export OMP_NUM_THREADS=2  # ten processes share 16 cores
   mkdir -p "$R"
   local common=(--data-root "$KD/data" --train-sets "${TRAIN_SETS:-BSDS500/train,BSDS500/test,Train400}" --val-set BSD68 --val-images 8
-                --scales 1,0.9,0.8,0.7,0.6 --steps 10000000 --cache-dir "$KD/cache" --device "$DEVICE"
+                --scales "${SCALES:-1,0.9,0.8,0.7,0.6}" --steps 10000000 --cache-dir "$KD/cache" --device "$DEVICE"
                 --checkpoint-every 1000 --val-every 2000 -q)
   [ -n "${EMA:-}" ] && common+=(--ema "$EMA")  # the runs ship a moving average of their weights
   local hq=${HRCNN_QUALITIES:-10 20 30 40 50}
@@ -172,7 +184,7 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
   $K train --model hrcnn --quality "$(echo $hq 10 20 | tr ' ' '\n' | sort -nu | paste -sd,)" --prepare-only --workers 12 "${common[@]}" 2>&1 | tail -2
   echo "pairs ready $(date +%T)"
   while [ ! -f "$KD/go" ]; do sleep 2; done  # the quick phase owns the GPU until then
-  END=$(( $(date +%s) + ${TRAIN_SECONDS:-1020} ))
+  END=${DEADLINE:-$(( $(date +%s) + ${TRAIN_SECONDS:-1020} ))}  # lease15 sets DEADLINE (the pairs' making counted in)
   echo "training from $(date +%T) until $(date -d @$END +%T)"
   local dry=()
   [ -n "${DRY:-}" ] && dry=(--batch 2 --patch 32 --val-images 1)
@@ -273,6 +285,21 @@ EOF
 }
 
 finish() {  # wait for the runs, return them, then the throughput suite on the quiet GPU
+  collect
+  # A dry run (not CUDA) stops here: the copy below would overwrite this checkout's shipped weights.
+  [ "$DEVICE" = cuda ] || return 0
+  # The new weights in this checkout (the device's copy), so that the suite measures every model.
+  for f in "$KD"/runs/hrcnn_q[1-5]0/hrcnn_q*.safetensors "$KD"/runs/dmcnn_q[12]0/dmcnn_q*.safetensors; do
+    [ -f "$f" ] && cp "$f" "${f%.safetensors}.json" kdecode/weights/
+  done
+  # LIVE1 first: HR-CNN's figure (issue 7) is its batch of 64 LIVE1-sized images.
+  KDECODE_DATA=$KD/data timeout ${BENCH_SECONDS:-300} python3 benchmarks/throughput.py --device cuda --limit 64 --min-files 64 \
+    --sets live1-q10 bsds500-q50 bsds500-q10 bsds500-q90 photo3840x2160-q90 \
+    --bf16 --repeat 2 --min-time 0.2 --out "$OUT" --name throughput_cuda 2>&1 | tee "$OUT/bench.log" | tail -140
+  ls -la "$OUT"
+}
+
+collect() {  # wait for the runs (at most WAIT_MAX s), then return them and their evaluations
   local waited=0
   while [ ! -f "$KD/DONE" ] && [ $waited -lt ${WAIT_MAX:-400} ]; do
     [ $(( waited % 60 )) = 0 ] && progress; sleep 5; waited=$(( waited + 5 ))
@@ -283,21 +310,11 @@ finish() {  # wait for the runs, return them, then the throughput suite on the q
       tar czf "$OUT/$fam.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' $(ls -d ${fam}_q[0-9]* | grep -E "^${fam}_q[0-9]+(\.log)?$") \
         device.txt trainall.log 2>/dev/null; done
     tar czf "$OUT/hrcnn_ablation.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' $(ls -d hrcnn_q* | grep -vE "^hrcnn_q[0-9]+(\.log)?$") 2>/dev/null
-    for run in dmcnn_q20 dmcnn_q10 dmcnn_q10_nodru; do  # ~8 MB of weights each
-      tar czf "$OUT/$run.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' --exclude='dmcnn_q20_p56/*.safetensors' \
+    for run in dmcnn_q20 dmcnn_q10 dmcnn_q10_nodru; do  # ~8 MB of weights each (with EMA, the last
+      # step's too would bring the file to the 16 MiB a returned file may hold: its eval.md has its figures)
+      tar czf "$OUT/$run.tar.gz" --exclude=checkpoint.pt --exclude='*.tmp' --exclude='dmcnn_q20_p56/*.safetensors' --exclude=last_step \
         $run $run.log $( [ $run = dmcnn_q20 ] && echo dmcnn_q20_p56 dmcnn_q20_p56.log ) 2>/dev/null; done )
   for f in "$KD"/runs/*/eval.md; do echo "## $(basename "$(dirname "$f")")"; grep -v "^$" "$f" | tail -12; done
-  # A dry run (not CUDA) stops here: the copy below would overwrite this checkout's shipped weights.
-  [ "$DEVICE" = cuda ] || return 0
-  # The new weights in this checkout (the device's copy), so that the suite measures every model.
-  for f in "$KD"/runs/hrcnn_q[1-5]0/hrcnn_q*.safetensors "$KD"/runs/dmcnn_q[12]0/dmcnn_q*.safetensors; do
-    [ -f "$f" ] && cp "$f" "${f%.safetensors}.json" kdecode/weights/
-  done
-  # LIVE1 first: HR-CNN's figure (issue 7) is its batch of 64 LIVE1-sized images.
-  KDECODE_DATA=$KD/data timeout ${BENCH_SECONDS:-300} python3 benchmarks/throughput.py --device cuda --limit 64 --min-files 64 \
-    --sets live1-q10 bsds500-q50 bsds500-q10 bsds500-q90 photo3840x2160-q90 \
-    --bf16 --repeat 2 --min-time 0.2 --out "$OUT" --name throughput_cuda_h100 2>&1 | tee "$OUT/bench.log" | tail -140
-  ls -la "$OUT"
 }
 
 call1() {
@@ -309,6 +326,29 @@ call1() {
   checks
   cat "$KD/trainall.log"
   watch $(( ${CALL1_SECONDS:-560} - SECONDS ))
+}
+
+lease15() {  # the whole 15-minute lease in one call (header): figures, training, tests, collect
+  local budget=${CALL_SECONDS:-560}
+  setup
+  rm -f "$KD/go" "$KD/DONE" "$KD/benched"
+  QUICK=short quick
+  # The runs end by DEADLINE, leaving EVAL_MARGIN for their evaluations (LIVE1_gray and Classic5
+  # on the GPU) and the packing; the making of the training pairs counts against it.
+  export DEADLINE=$(( $(date +%s) + budget - SECONDS - ${EVAL_MARGIN:-110} ))
+  touch "$KD/go"
+  if [ $(( DEADLINE - $(date +%s) )) -ge 90 ]; then
+    setsid nohup bash "$0" trainall >"$KD/trainall.log" 2>&1 </dev/null &
+  else
+    echo "no training: $(( DEADLINE - $(date +%s) )) s left for it" | tee "$KD/trainall.log"; touch "$KD/DONE"
+  fi
+  checks
+  WAIT_MAX=$(( budget - SECONDS - 25 )) collect
+  cat "$KD/trainall.log"
+  # At most 8 files come back: the empty families go, the reports travel as one file.
+  ( cd "$OUT" && find . -maxdepth 1 -name '*.tar.gz' -size -100c -delete
+    reports=$(ls | grep -v '\.tar\.gz$'); [ -z "$reports" ] || tar czf report.tar.gz --remove-files $reports )
+  ls -la "$OUT"
 }
 
 bench() {  # the throughput suite alone (options passed on), on whatever the checkout ships
@@ -323,6 +363,8 @@ case "${1:-}" in
   trainall) trainall ;;
   watch) watch "${2:-570}" ;;
   finish) finish ;;
+  collect) collect ;;
+  lease15) lease15 ;;
   progress) progress ;;
-  *) sed -n 2,25p "$0"; exit 2 ;;
+  *) sed -n 2,35p "$0"; exit 2 ;;
 esac
