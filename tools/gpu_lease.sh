@@ -293,9 +293,8 @@ finish() {  # wait for the runs, return them, then the throughput suite on the q
     [ -f "$f" ] && cp "$f" "${f%.safetensors}.json" kdecode/weights/
   done
   # LIVE1 first: HR-CNN's figure (issue 7) is its batch of 64 LIVE1-sized images.
-  KDECODE_DATA=$KD/data timeout ${BENCH_SECONDS:-300} python3 benchmarks/throughput.py --device cuda --limit 64 --min-files 64 \
-    --sets live1-q10 bsds500-q50 bsds500-q10 bsds500-q90 photo3840x2160-q90 \
-    --bf16 --repeat 2 --min-time 0.2 --out "$OUT" --name throughput_cuda 2>&1 | tee "$OUT/bench.log" | tail -140
+  bench --limit 64 --min-files 64 --sets live1-q10 bsds500-q50 bsds500-q10 bsds500-q90 photo3840x2160-q90 \
+    --bf16 --repeat 2 --min-time 0.2 --name throughput_cuda
   ls -la "$OUT"
 }
 
