@@ -130,6 +130,27 @@ def test_a_large_batch_runs_as_whole_images_not_tiles(monkeypatch):
     assert torch.allclose(whole, parts, atol=1e-5)
 
 
+def test_edges_are_restored_with_mirrored_context(monkeypatch):
+    """decode() restores a file as the network restores the mirror-extended image, which
+    libjpeg encodes to the same mirrored blocks (``edge_blocks``, here 2, a side): the zero
+    padding of the convolutions falls outside the image. Farther from the edge than the
+    receptive field's 35 samples, the result is the zero-padded one."""
+    img = smooth_image(96, 112, seed=1)
+    extended = np.pad(img, 16, mode="symmetric")  # 2 blocks a side
+    torch.manual_seed(0)
+    model = HRCNN(init="idct", quality=20, activation="relu").eval()
+    assert model.edge_blocks == 1
+    monkeypatch.setattr(model, "edge_blocks", 2)
+    with torch.no_grad():
+        mirrored = model.decode(read_coefficients(jpeg(img, 20)))[0]
+        monkeypatch.setattr(model, "edge_blocks", 0)
+        zero_padded = model.decode(read_coefficients(jpeg(img, 20)))[0]
+        reference = model.decode(read_coefficients(jpeg(extended, 20)))[0, 16:-16, 16:-16]
+    assert torch.equal(mirrored, reference)
+    assert torch.equal(mirrored[40:-40, 40:-40], zero_padded[40:-40, 40:-40])
+    assert not torch.equal(mirrored, zero_padded)
+
+
 def test_batch_equals_one_by_one():
     files = [read_coefficients(jpeg(smooth_image(40, 48, seed=s), 20)) for s in range(2)]
     files.append(read_coefficients(jpeg(smooth_image(17, 30, seed=3), 20)))

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from kdecode.ops import (blocks_to_plane, clamp_to_interval, dct_blocks, dequantize, idct_blocks, idct_islow,
-                         pad_to_blocks, plane_to_blocks, quantize, rgb_to_ycbcr, upsample, ycbcr_to_rgb)
+                         mirror_blocks, pad_to_blocks, plane_to_blocks, quantize, rgb_to_ycbcr, upsample,
+                         ycbcr_to_rgb)
 
 scipy_fft = pytest.importorskip("scipy.fft")
 rng = np.random.default_rng(0)
@@ -50,6 +51,20 @@ def test_blocks_roundtrip_and_padding():
     assert torch.equal(padded[15, 15], padded[9, 12]) and torch.equal(padded[9, 13:], padded[9, 12].expand(3))
     with pytest.raises(ValueError):
         plane_to_blocks(torch.zeros(9, 8))
+
+
+@pytest.mark.parametrize("count, grid", [(2, (3, 4)), (5, (3, 2)), (1, (1, 1))])
+def test_mirror_blocks_is_the_mirrored_image(count, grid):
+    """The mirrored grid decodes to the decoded plane padded symmetrically (numpy's reference),
+    at most the grid's own size a side, and integer coefficients stay integers."""
+    blocks = torch.from_numpy(rng.integers(-50, 50, (2, *grid, 8, 8))).to(torch.int16)
+    mirrored, (rows, cols) = mirror_blocks(blocks, count)
+    assert (rows, cols) == (min(count, grid[0]), min(count, grid[1])) and mirrored.dtype == torch.int16
+    assert mirrored.shape == (2, grid[0] + 2 * rows, grid[1] + 2 * cols, 8, 8)
+    plane = blocks_to_plane(idct_blocks(blocks.double())).numpy()
+    expected = np.pad(plane, ((0, 0), (8 * rows,) * 2, (8 * cols,) * 2), mode="symmetric")
+    np.testing.assert_allclose(blocks_to_plane(idct_blocks(mirrored.double())).numpy(), expected, atol=1e-9)
+    assert torch.equal(mirrored[:, rows:rows + grid[0], cols:cols + grid[1]], blocks)
 
 
 def test_quantize_and_clamp_interval():

@@ -41,6 +41,27 @@ def test_restore_keeps_size(name, size):
     assert (y - x).abs().max() < 0.05
 
 
+@pytest.mark.parametrize("name", ["arcnn", "fast_arcnn"])
+def test_edges_are_restored_with_mirrored_context(name, monkeypatch):
+    """decode() restores a file as the net restores the image extended by one mirrored block a
+    side (which libjpeg encodes to the same mirrored blocks), cropped; with zero padding at the
+    edge instead the edge samples differ and the interior does not."""
+    img = smooth_image(48, 64, seed=2)
+    torch.manual_seed(0)
+    model = build(name).eval()
+    for p in model.net.parameters():  # a net whose residual is far from zero
+        p.data.normal_(0, 0.05)
+    assert model.edge_blocks == 1
+    with torch.no_grad():
+        mirrored = model.decode(read_coefficients(jpeg(img, 20)))[0].int()
+        monkeypatch.setattr(model, "edge_blocks", 0)
+        reference = model.decode(read_coefficients(jpeg(np.pad(img, 8, mode="symmetric"), 20)))[0, 8:-8, 8:-8].int()
+        zero_padded = model.decode(read_coefficients(jpeg(img, 20)))[0].int()
+    assert torch.equal(mirrored, reference)
+    assert torch.equal(mirrored[20:-20, 20:-20], zero_padded[20:-20, 20:-20])
+    assert (mirrored - zero_padded)[:, :4].abs().max() > 1
+
+
 def _zero_net(name="arcnn"):
     model = build(name)
     for p in model.net.parameters():

@@ -79,6 +79,11 @@ class LumaRestorer(Decoder):
     #: the training patches' symmetries (:data:`~kdecode.train.data.AUGMENTATIONS`): a pixel
     #: model sees no table, so transposed patches are more of the same kind of artifact
     augment = "dihedral"
+    #: blocks of mirrored image put around the block grid at inference and cropped off after
+    #: (:func:`~kdecode.ops.mirror_blocks`): the convolutions' zero padding then falls outside
+    #: the image, and the samples at its edge are restored with context, as the training
+    #: patches' were. Set per model from its measured gain (a multiple of its tile_multiple).
+    edge_blocks = 0
 
     def restore_blocks(self, blocks: torch.Tensor, qtables: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Luma blocks int16 ``[N, bh, bw, 8, 8]`` of images of one geometry, their tables

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..jpeg.quality import estimate_quality, ijg_table
-from ..ops import pad_to_blocks, planes_to_blocks, quantize
+from ..ops import mirror_blocks, pad_to_blocks, planes_to_blocks, quantize
 from ..pipeline import to_samples
 from .base import LumaRestorer
 
@@ -100,5 +100,8 @@ class CoefficientRestorer(LumaRestorer):
 
     def restore_blocks(self, blocks: torch.Tensor, qtables: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The forward pass on the luma blocks with each file's own table (calls split by
-        whole images, :meth:`tiled`), cropped to the plane's size (:class:`LumaRestorer`)."""
-        return to_samples(self(blocks, qtables)[:, 0, :size[0], :size[1]])
+        whole images, :meth:`tiled`), on the grid extended by :attr:`edge_blocks`, cropped to the
+        plane's size (:class:`LumaRestorer`)."""
+        grid, (rows, cols) = mirror_blocks(blocks, self.edge_blocks)
+        top, left = 8 * rows, 8 * cols
+        return to_samples(self(grid, qtables)[:, 0, top:top + size[0], left:left + size[1]])

@@ -162,6 +162,9 @@ class DMCNN(CoefficientRestorer):
     #: measured reach of one block's change: 168 samples (21 blocks); the DCT branch's stride-2
     #: level needs tile origins on even blocks
     margin_blocks, tile_multiple = 22, 2
+    #: mirrored context at the image edge: LIVE1_gray q10 29.411 -> 29.418 dB with 2 blocks, 29.417
+    #: with 4 or 8 (docs/dual_domain.md)
+    edge_blocks = 2
 
     def forward(self, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
         """Integer blocks ``[N, bh, bw, 8, 8]`` + tables -> restored luma ``[N, 1, 8 bh, 8 bw]``
