@@ -49,11 +49,26 @@ def test_average_of_sibling_runs(ship, tmp_path):
     assert "mean of 2 such runs" in card["status"]
 
 
-@pytest.mark.parametrize("other", [{"init_from": "other.safetensors"}, {"batch": 16}], ids=["start", "recipe"])
+def test_average_across_peak_learning_rates(ship, tmp_path):
+    """Runs from one start that differ only in the peak learning rate average; the card keeps
+    each run's optimizer."""
+    t = {"w": torch.zeros(2)}
+    run_a = _run(tmp_path / "a", 1, t, optimizer="Adam lr 0.0002 -> 1e-05 (warm-up 20, cosine over 60 s)")
+    run_b = _run(tmp_path / "b", 2, t, optimizer="Adam lr 0.0001 -> 1e-05 (warm-up 20, cosine over 60 s)")
+    ship.main([str(run_a), "--average", str(run_b)])
+    card = json.loads((tmp_path / "weights" / "hrcnn_q10.json").read_text())
+    assert [r["optimizer"][:12] for r in card["training"]["weight_average"]["runs"]] == ["Adam lr 0.00"] * 2
+    assert [r["optimizer"].split()[2] for r in card["training"]["weight_average"]["runs"]] == ["0.0002", "0.0001"]
+
+
+@pytest.mark.parametrize("other", [{"init_from": "other.safetensors"}, {"batch": 16},
+                                   {"optimizer": "Adam lr 0.0002 -> 1e-06 (warm-up 20, cosine over 60 s)"}],
+                         ids=["start", "recipe", "schedule"])
 def test_average_refuses_runs_that_are_not_siblings(ship, tmp_path, other):
     t = {"w": torch.zeros(2)}
-    run_a = _run(tmp_path / "a", 1, t)
-    run_b = _run(tmp_path / "b", 2, t, **other)
+    adam = {"optimizer": "Adam lr 0.0002 -> 1e-05 (warm-up 20, cosine over 60 s)"}
+    run_a = _run(tmp_path / "a", 1, t, **adam)
+    run_b = _run(tmp_path / "b", 2, t, **{**adam, **other})
     with pytest.raises(SystemExit, match="not a sibling"):
         ship.main([str(run_a), "--average", str(run_b)])
     assert not (tmp_path / "weights" / "hrcnn_q10.safetensors").exists()

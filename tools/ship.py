@@ -13,9 +13,10 @@ record of how they came to be, and the verdict against the issue's figures.
   earlier further training and note carry over, so the card still tells the whole recipe;
 - ``--ablation``: another run's training record and metrics under ``card["ablation"][NAME]``
   (e.g. DMCNN without its DCT Rectify Unit);
-- ``--average``: sibling runs of RUN_DIR (same start and recipe, other seeds): ship the mean of
-  all their weights (so that no single run is picked by its test-set figures); the card keeps RUN_DIR's training record and lists every averaged run
-  (seed, steps, wall time, validation) under ``training.weight_average``;
+- ``--average``: sibling runs of RUN_DIR (same start and recipe, other seeds; the peak learning
+  rate may differ): ship the mean of all their weights (so that no single run is picked by its
+  test-set figures); the card keeps RUN_DIR's training record and lists every averaged run
+  (seed, optimizer, steps, wall time, validation) under ``training.weight_average``;
 - ``--half``: store the weights as float16 (half the bytes; the model computes in float32). The
   card's metrics were measured on the float32 weights: run ``kdecode eval --update-card`` on
   the shipped file afterwards, so that the card holds what the shipped file gives;
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "kdecode" / "weights"
@@ -121,6 +123,13 @@ def main(argv=None) -> None:
     restatus(card["model"])
 
 
+def _schedule(optimizer: str | None) -> str | None:
+    """An optimizer record without its peak learning rate ("Adam lr 0.0002 -> 1e-05 (...)" ->
+    "Adam lr * -> 1e-05 (...)"): runs from one start may be averaged across peak rates, as the
+    weights stay in one basin; the optimizer, the floor and the schedule must agree."""
+    return re.sub(r"\blr [0-9.e+-]+ ->", "lr * ->", optimizer) if optimizer else optimizer
+
+
 def _average(card: dict, state: dict, run: Path, siblings: list[Path]) -> dict:
     """The mean of ``state`` and the siblings' weights (float64 sums), recorded in ``card``."""
     from safetensors.torch import load_file
@@ -128,17 +137,20 @@ def _average(card: dict, state: dict, run: Path, siblings: list[Path]) -> dict:
     runs = [(run, card, state)]
     for sibling in siblings:
         other, other_path = _record(sibling)
-        recipe = ("init_from", "batch", "patch", "optimizer", "loss", "augmentation")
+        recipe = ("init_from", "batch", "patch", "loss", "augmentation")
         if any(other.get(k) != card.get(k) for k in ("model", "arch_kwargs", "qualities")) or \
-                any(other["training"].get(k) != card["training"].get(k) for k in recipe):
+                any(other["training"].get(k) != card["training"].get(k) for k in recipe) or \
+                _schedule(other["training"].get("optimizer")) != _schedule(card["training"].get("optimizer")):
             raise SystemExit(f"{sibling}: not a sibling of {run} (model, architecture, qualities, start or recipe differ)")
         other_state = load_file(str(other_path.with_suffix(".safetensors")))
         if {k: v.shape for k, v in other_state.items()} != {k: v.shape for k, v in state.items()}:
             raise SystemExit(f"{sibling}: its tensors differ from {run}'s")
         runs.append((sibling, other, other_state))
     card["training"]["weight_average"] = {
-        "how": f"arithmetic mean of the weights of {len(runs)} runs from the same start and recipe (other seeds)",
-        "runs": [{"run": r.name, **{k: c["training"].get(k) for k in ("seed", "steps", "wall_time_s", "validation")}}
+        "how": f"arithmetic mean of the weights of {len(runs)} runs from the same start and recipe (other seeds; "
+               "the peak learning rate may differ)",
+        "runs": [{"run": r.name, **{k: c["training"].get(k) for k in ("seed", "optimizer", "steps", "wall_time_s",
+                                                                       "validation")}}
                  for r, c, _ in runs]}
     return {k: (sum(s[k].double() for _, _, s in runs) / len(runs)).to(v.dtype) for k, v in state.items()}
 
