@@ -146,6 +146,11 @@ def test_train_command_card_and_registry(tmp_path, monkeypatch):
                        "--intervals", "assumed", "--update-card", "-q"]) == 0
     metrics = json.loads((run / "d3_128_q20.json").read_text())["metrics"]
     assert list(metrics) == ["val (assumed IJG intervals)"] and "20" in metrics["val (assumed IJG intervals)"]
+    # ... and the network's own output, without the output box: its own entry too.
+    assert train_main(["eval", "--weights", weights, "--quality", "20", "--data", str(tmp_path / "val"),
+                       "--output-box", "off", "--update-card", "-q"]) == 0
+    metrics = json.loads((run / "d3_128_q20.json").read_text())["metrics"]
+    assert list(metrics) == ["val (assumed IJG intervals)", "val (no output box)"]
     assert train_main(["eval", "--quality", "20", "--data", str(tmp_path / "val"), "--intervals", "assumed",
                        "-q"]) == 2  # the exact decode has no box constraint
     assert "d3" in list_models() and "d3_128" in list_models()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdecode.ops import (blocks_to_planes, clamp_blocks, cuda, dispatch, force_torch, idct_islow,
+from kdecode.ops import (blocks_to_planes, clamp_blocks, clamp_planes, cuda, dispatch, force_torch, idct_islow,
                          planes_to_blocks, upsample_to_rgb)
 from kdecode.ops.blocks import blocks_to_plane
 
@@ -313,6 +313,21 @@ def test_clamp_and_its_gradient(device, lead, grid, dtype):
         assert torch.equal(t.grad[bound], grads[c][bound])
         on_bounds += int(bound.sum())
     assert on_bounds > 0
+
+
+def test_clamp_planes_through_the_kernels(device):
+    """The output box (DCT, clamp, IDCT of a restored luma plane, the batch of one geometry with
+    a table per image) through the kernels equals its torch reference."""
+    gen = torch.Generator().manual_seed(8)
+    k = _blocks(gen, (3,), [(4, 6)], scale=8, device=device)[0]
+    q = torch.randint(1, 64, (3, 8, 8), generator=gen, dtype=torch.int32).to(device)
+    decoded = _reference(blocks_to_planes, k, q)  # inside the box
+    noisy = decoded + 30 * torch.randn(decoded.shape, generator=gen).to(device)
+    _check_used_kernels(noisy, k, q)
+    out = clamp_planes(noisy, k, q)
+    ref = _reference(clamp_planes, noisy, k, q)
+    assert out.shape == noisy.shape and not torch.allclose(out, noisy, atol=1)
+    torch.testing.assert_close(out, ref, atol=2e-4, rtol=0)
 
 
 def test_clamp_keeps_nan(device):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdecode.ops import (blocks_to_plane, clamp_to_interval, dct_blocks, dequantize, idct_blocks, idct_islow,
+from kdecode.ops import (blocks_to_plane, clamp_planes, clamp_to_interval, dct_blocks, dequantize, idct_blocks, idct_islow,
                          mirror_blocks, pad_to_blocks, plane_to_blocks, quantize, rgb_to_ycbcr, upsample,
                          ycbcr_to_rgb)
 
@@ -79,6 +79,27 @@ def test_quantize_and_clamp_interval():
     assert out[0, 3] == 4.0  # inside: untouched
     out.sum().backward()
     assert y.grad[0, 3] == 1 and y.grad[0, 1] == 0  # straight through inside, zero outside
+
+
+def test_clamp_planes_is_the_projection_onto_the_box():
+    """clamp_planes puts every block's DCT coefficients inside its quantization interval, leaves
+    a plane that is inside alone, is idempotent, and moves any plane closer to every plane of
+    the box (the orthonormal DCT makes the coefficient clamp a Euclidean projection)."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randint(4, 60, (8, 8), generator=g).double()
+    quantized = torch.randint(-6, 7, (2, 3, 4, 8, 8), generator=g)
+    lo, hi = (quantized - 0.5) * q, (quantized + 0.5) * q
+    inside = blocks_to_plane(idct_blocks(lo + (hi - lo) * torch.rand(lo.shape, generator=g, dtype=torch.float64))) + 128
+    noisy = inside + 40 * torch.randn(inside.shape, generator=g, dtype=torch.float64)
+    out = clamp_planes(noisy, quantized, q)
+    coefficients = dct_blocks(plane_to_blocks(out - 128))
+    assert ((coefficients >= lo - 1e-9) & (coefficients <= hi + 1e-9)).all()
+    assert not ((dct_blocks(plane_to_blocks(noisy - 128)) >= lo) & (dct_blocks(plane_to_blocks(noisy - 128)) <= hi)).all()
+    torch.testing.assert_close(clamp_planes(inside, quantized, q), inside)
+    torch.testing.assert_close(clamp_planes(out, quantized, q), out)
+    for k in range(5):  # any plane of the box is nearer after the projection
+        other = blocks_to_plane(idct_blocks(lo + (hi - lo) * torch.rand(lo.shape, generator=g, dtype=torch.float64))) + 128
+        assert ((out - other) ** 2).sum() < ((noisy - other) ** 2).sum()
 
 
 def test_upsample_exact_matches_libjpeg_formulas():

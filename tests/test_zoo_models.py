@@ -10,7 +10,9 @@ from kdecode import decode, list_models, load_model, read_coefficients
 from kdecode.errors import KdecodeError
 from kdecode.models import registry
 from kdecode.models.pixel import build
-from kdecode.pipeline import decode_exact
+from kdecode.models.hrcnn import HRCNN
+from kdecode.ops import dct_blocks, pad_to_blocks, plane_to_blocks
+from kdecode.pipeline import component_blocks, decode_exact
 
 from zoo_helpers import jpeg, need_data, smooth_image
 
@@ -60,6 +62,47 @@ def test_edges_are_restored_with_mirrored_context(name, monkeypatch):
     assert torch.equal(mirrored, reference)
     assert torch.equal(mirrored[20:-20, 20:-20], zero_padded[20:-20, 20:-20])
     assert (mirrored - zero_padded)[:, :4].abs().max() > 1
+
+
+def _checkerboard(module, args, out):
+    """A forward hook: the net's output plus a +-25 grey-level checkerboard, which puts the
+    highest frequencies of the output far outside the file's intervals."""
+    i, j = torch.arange(out.shape[-2])[:, None], torch.arange(out.shape[-1])
+    return out + (25 / 255) * (1 - 2 * ((i + j) % 2)).to(out.dtype)
+
+
+@pytest.mark.parametrize("name", ["arcnn", "hrcnn"])
+@pytest.mark.parametrize("size", [(48, 64), (41, 53)])
+def test_output_box_gives_back_the_files_coefficients(name, size, monkeypatch):
+    """decode() clamps the restored luma into the file's quantization box (``output_box``):
+    encoded again with the file's table, its whole blocks give back the file's coefficients
+    (but for the few that rounding to 8 bits moves over an interval's edge), which an output
+    off the box does not; and the clamp brings that output closer to the original."""
+    img = smooth_image(*size, seed=4)
+    coeffs = read_coefficients(jpeg(img, 20))
+    torch.manual_seed(0)
+    model = (HRCNN(init="idct", quality=20, activation="relu") if name == "hrcnn" else build(name)).eval()
+    model.net.register_forward_hook(_checkerboard)
+    assert model.output_box
+    with torch.no_grad():
+        boxed = model.decode(coeffs)[0]
+        monkeypatch.setattr(model, "output_box", False)
+        raw = model.decode(coeffs)[0]
+    blocks, qtable = component_blocks(coeffs, 0)
+    rows, cols = size[0] // 8, size[1] // 8  # the whole blocks: the encoder padded the others
+
+    def outside(out: torch.Tensor) -> torch.Tensor:
+        """How far each coefficient of re-encoding ``out`` lies outside the file's interval, in
+        quantization steps (<= 0: inside)."""
+        x = dct_blocks(plane_to_blocks(pad_to_blocks(out.double()) - 128)) / qtable
+        return ((x - blocks).abs() - 0.5)[:rows, :cols]
+
+    # Rounding to 8 bits moves a coefficient by at most 8 (half the sum of a basis function's
+    # absolute values, <= 64 / 4): all that the clamped output may exceed its interval by.
+    assert (outside(boxed) <= 8 / qtable).all()
+    assert (outside(raw)[..., 7, 7] > 0).double().mean() > 0.9  # the checkerboard's coefficient
+    original = torch.from_numpy(img).double()
+    assert ((boxed.double() - original) ** 2).mean() < ((raw.double() - original) ** 2).mean()
 
 
 def _zero_net(name="arcnn"):

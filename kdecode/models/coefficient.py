@@ -2,7 +2,8 @@
 
 A :class:`CoefficientRestorer` implements ``forward(blocks, qtable)``: integer blocks
 ``[N, bh, bw, 8, 8]`` and their tables (``[8, 8]`` or ``[N, 8, 8]``) -> luma ``[N, 1, 8 bh,
-8 bw]`` on the 0..1 scale. Inference takes the blocks and tables from the file. Training
+8 bw]`` on the 0..1 scale. Inference takes the blocks and tables from the file (and clamps the
+result into their quantization box, :attr:`LumaRestorer.output_box`). Training
 (:meth:`restore`) gets the float planes the zoo's pipeline stores: the plane is an exact linear
 image of the dequantized blocks, so the forward DCT and rounding with the training quality's
 table give back the file's integer coefficients (exactly for whole-block planes such as the
@@ -12,9 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ..jpeg.quality import estimate_quality, ijg_table
-from ..ops import mirror_blocks, pad_to_blocks, planes_to_blocks, quantize
-from ..pipeline import to_samples
+from ..jpeg.quality import ijg_table
+from ..ops import mirror_blocks, pad_to_blocks, planes_to_blocks
 from .base import LumaRestorer
 
 
@@ -32,28 +32,9 @@ class CoefficientRestorer(LumaRestorer):
     margin_blocks = 0
     #: tile origins stay on multiples of this many blocks (the strides of the network's levels)
     tile_multiple = 1
-    #: where box constraints take their intervals: ``"real"`` (the file's table, the product) or
-    #: ``"assumed"`` (the IJG table of the nearest quality, for the comparison the issue asks for)
-    intervals = "real"
     #: flips only: a transposed patch's coefficients are not those of any file with the
     #: training table (:class:`~kdecode.train.data.PatchSampler`)
     augment = "flips"
-
-    def interval_blocks(self, blocks: torch.Tensor, qtable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(integer coefficients, table) that define the quantization intervals of ``blocks``.
-
-        ``"real"``: the file's own. ``"assumed"``: what a decoder that assumes an IJG quality
-        would use: the table of the quality nearest the real one (:func:`estimate_quality`) and
-        the decoded coefficients ``c q`` requantized with it; the decoded value lies in that
-        interval too, but the original's true interval is the real one."""
-        if self.intervals == "real":
-            return blocks, qtable
-        tables = qtable.reshape(-1, 8, 8).cpu().numpy()
-        assumed = torch.stack([torch.from_numpy(ijg_table(estimate_quality(t)[0]).astype("float32")) for t in tables])
-        assumed = assumed.to(blocks.device).reshape(qtable.shape)
-        q = qtable.float() if qtable.dim() == 2 else qtable.float()[:, None, None]
-        a = assumed if assumed.dim() == 2 else assumed[:, None, None]
-        return quantize(blocks.float() * q, a), assumed
 
     def tiled(self, run, blocks: torch.Tensor, qtable: torch.Tensor) -> torch.Tensor:
         """``run(blocks, qtable)`` (the forward pass) on the block grid, in parts when the input
@@ -103,5 +84,4 @@ class CoefficientRestorer(LumaRestorer):
         whole images, :meth:`tiled`), on the grid extended by :attr:`edge_blocks`, cropped to the
         plane's size (:class:`LumaRestorer`)."""
         grid, (rows, cols) = mirror_blocks(blocks, self.edge_blocks)
-        top, left = 8 * rows, 8 * cols
-        return to_samples(self(grid, qtables)[:, 0, top:top + size[0], left:left + size[1]])
+        return self.finish(self(grid, qtables), blocks, qtables, (8 * rows, 8 * cols), size)

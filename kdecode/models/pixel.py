@@ -3,9 +3,10 @@
 A :class:`PixelRestorer` is a :class:`Decoder` whose learned part ``net`` maps a float luma
 plane ``[N, 1, H, W]`` scaled to 0..1 (the float IDCT of the file's blocks with its real
 qtable, level-shifted, unclamped: exactly ``component_plane(..., exact=False) / 255``) to a
-residual; the restored plane is ``plane + net(plane)``, rounded to uint8. Chroma keeps the exact
-decode; a gray file is restored whole. Training calls :meth:`restore` on the same float planes,
-so it sees what inference sees.
+residual; the restored plane is ``plane + net(plane)``, clamped into the file's quantization box
+(:attr:`LumaRestorer.output_box`) and rounded to uint8. Chroma keeps the exact decode; a gray
+file is restored whole. Training calls :meth:`restore` on the same float planes, so the network
+learns on what inference feeds it (the box, applied after it, is not trained through).
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import torch
 from torch import nn
 
 from ..ops import blocks_to_planes, mirror_blocks
-from ..pipeline import to_samples
 from .base import LumaRestorer
 
 
@@ -52,8 +52,7 @@ class PixelRestorer(LumaRestorer):
         luma = blocks_to_planes(grid, qtables, exact=False)
         if not self.edge_blocks:  # the image's own edge, not the encoder's padding of its last blocks
             luma = luma[..., :size[0], :size[1]]
-        top, left = 8 * rows, 8 * cols
-        return to_samples(self.restore(luma[:, None] / 255.0)[:, 0, top:top + size[0], left:left + size[1]])
+        return self.finish(self.restore(luma[:, None] / 255.0), blocks, qtables, (8 * rows, 8 * cols), size)
 
 
 class ARCNN(nn.Module):

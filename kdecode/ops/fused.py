@@ -242,6 +242,20 @@ def clamp_blocks(coefficients: Tensors, quantized: Tensors, qtables):
                    single)
 
 
+def clamp_planes(planes: Tensors, quantized: Tensors, qtables):
+    """Float sample planes ``[..., 8 bh, 8 bw]`` (0..255 scale) made consistent with a file's
+    blocks: each 8x8 block's DCT coefficients clamped into the interval its integer coefficient
+    in ``quantized`` was quantized from (:func:`clamp_blocks`), then back to samples.
+
+    The DCT is orthonormal and the intervals are a box, so this is the Euclidean projection of
+    the planes onto the set of planes the file's blocks could have been coded from: it moves
+    them closer to every plane in that set (the original's, up to libjpeg's integer forward
+    DCT, which decides which interval a coefficient falls in). A restoring model's output sits
+    outside it in a few coefficients; the projection brings those back (docs/dual_domain.md).
+    """
+    return blocks_to_planes(clamp_blocks(planes_to_blocks(planes), quantized, qtables))
+
+
 # ---- chroma upsampling + colour conversion -------------------------------------------------------
 
 def upsample_to_rgb(planes: Sequence[torch.Tensor], factors: Sequence[tuple[int, int]], size: tuple[int, int],

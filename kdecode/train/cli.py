@@ -106,15 +106,18 @@ def _cmd_eval(args) -> int:
         else:
             decoder = load_model(args.model, quality=q, device=device)
         decoder.set_precision(args.precision)
-        if args.intervals != "real":
+        if args.intervals != "real" or args.output_box != "on":
             if not hasattr(decoder, "intervals"):
-                print(f"error: --intervals applies to models with box constraints (dmcnn, d3), not {args.model}",
+                print(f"error: --intervals and --output-box apply to restoring models, not {args.model}",
                       file=sys.stderr)
                 return 2
-            decoder.intervals = args.intervals
+            decoder.intervals, decoder.output_box = args.intervals, args.output_box == "on"
         r = evaluate(decoder, data, q, device, progress=not args.quiet, tables=tables)
-        if args.intervals != "real":  # its own entry: never mistaken for (or overwriting) the real-table figure
+        # Their own entries: never mistaken for (or overwriting) the product's figure.
+        if args.intervals != "real":
             r["dataset"] = f"{r['dataset']} (assumed IJG intervals)"
+        if args.output_box != "on":
+            r["dataset"] = f"{r['dataset']} (no output box)"
         if args.precision != "float32":  # the same: the card's figures stay the float32 ones
             r["dataset"] = f"{r['dataset']} ({args.precision})"
         results.append(r)
@@ -209,6 +212,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--device")
     p.add_argument("--intervals", choices=["real", "assumed"], default="real",
                    help="box constraints from the file's real table, or from the nearest IJG quality's (comparison)")
+    p.add_argument("--output-box", choices=["on", "off"], default="on",
+                   help="clamp the restored luma into the file's quantization box (on, what decode does) or not "
+                        "(the network's own output, for the comparison)")
     p.add_argument("--tables", choices=["ijg", "flat", "camera", "ijg_edit", "nonijg"], default="ijg",
                    help="encode with the IJG tables of each quality (the papers' protocol) or non-IJG tables "
                         "of that strength (nonijg: all three kinds)")
