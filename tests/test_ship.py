@@ -49,12 +49,12 @@ def test_average_of_sibling_runs(ship, tmp_path):
     assert "mean of 2 such runs" in card["status"]
 
 
-def test_average_across_peak_learning_rates(ship, tmp_path):
-    """Runs from one start that differ only in the peak learning rate average; the card keeps
-    each run's optimizer."""
+def test_average_across_peak_learning_rates_and_lengths(ship, tmp_path):
+    """Runs from one start that differ only in the peak learning rate and the schedule's length
+    average; the card keeps each run's optimizer."""
     t = {"w": torch.zeros(2)}
     run_a = _run(tmp_path / "a", 1, t, optimizer="Adam lr 0.0002 -> 1e-05 (warm-up 20, cosine over 60 s)")
-    run_b = _run(tmp_path / "b", 2, t, optimizer="Adam lr 0.0001 -> 1e-05 (warm-up 20, cosine over 60 s)")
+    run_b = _run(tmp_path / "b", 2, t, optimizer="Adam lr 0.0001 -> 1e-05 (warm-up 20, cosine over 45 s)")
     ship.main([str(run_a), "--average", str(run_b)])
     card = json.loads((tmp_path / "weights" / "hrcnn_q10.json").read_text())
     assert [r["optimizer"][:12] for r in card["training"]["weight_average"]["runs"]] == ["Adam lr 0.00"] * 2
@@ -62,8 +62,10 @@ def test_average_across_peak_learning_rates(ship, tmp_path):
 
 
 @pytest.mark.parametrize("other", [{"init_from": "other.safetensors"}, {"batch": 16},
-                                   {"optimizer": "Adam lr 0.0002 -> 1e-06 (warm-up 20, cosine over 60 s)"}],
-                         ids=["start", "recipe", "schedule"])
+                                   {"optimizer": "Adam lr 0.0002 -> 1e-06 (warm-up 20, cosine over 60 s)"},
+                                   {"optimizer": "Adam lr 0.0002 -> 1e-05 (warm-up 20, linear over 60 s)"},
+                                   {"optimizer": "SGD lr 0.0002 -> 1e-05 (warm-up 20, cosine over 60 s)"}],
+                         ids=["start", "recipe", "floor", "schedule", "optimizer"])
 def test_average_refuses_runs_that_are_not_siblings(ship, tmp_path, other):
     t = {"w": torch.zeros(2)}
     adam = {"optimizer": "Adam lr 0.0002 -> 1e-05 (warm-up 20, cosine over 60 s)"}

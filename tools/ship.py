@@ -14,7 +14,7 @@ record of how they came to be, and the verdict against the issue's figures.
 - ``--ablation``: another run's training record and metrics under ``card["ablation"][NAME]``
   (e.g. DMCNN without its DCT Rectify Unit);
 - ``--average``: sibling runs of RUN_DIR (same start and recipe, other seeds; the peak learning
-  rate may differ): ship the mean of all their weights (so that no single run is picked by its
+  rate and the schedule's length may differ): ship the mean of all their weights (so that no single run is picked by its
   test-set figures); the card keeps RUN_DIR's training record and lists every averaged run
   (seed, optimizer, steps, wall time, validation) under ``training.weight_average``;
 - ``--half``: store the weights as float16 (half the bytes; the model computes in float32). The
@@ -124,10 +124,13 @@ def main(argv=None) -> None:
 
 
 def _schedule(optimizer: str | None) -> str | None:
-    """An optimizer record without its peak learning rate ("Adam lr 0.0002 -> 1e-05 (...)" ->
-    "Adam lr * -> 1e-05 (...)"): runs from one start may be averaged across peak rates, as the
-    weights stay in one basin; the optimizer, the floor and the schedule must agree."""
-    return re.sub(r"\blr [0-9.e+-]+ ->", "lr * ->", optimizer) if optimizer else optimizer
+    """An optimizer record without its peak learning rate and its length ("Adam lr 0.0002 ->
+    1e-05 (warm-up 20, cosine over 7200 s ...)" -> "Adam lr * -> 1e-05 (warm-up 20, cosine over
+    * ...)"): runs from one start may be averaged across peak rates and lengths, as the weights
+    stay in one basin; the optimizer, the floor, the warm-up and the schedule's shape must agree."""
+    if not optimizer:
+        return optimizer
+    return re.sub(r"\bover [0-9.]+ (s|steps)\b", "over *", re.sub(r"\blr [0-9.e+-]+ ->", "lr * ->", optimizer))
 
 
 def _average(card: dict, state: dict, run: Path, siblings: list[Path]) -> dict:
@@ -148,7 +151,7 @@ def _average(card: dict, state: dict, run: Path, siblings: list[Path]) -> dict:
         runs.append((sibling, other, other_state))
     card["training"]["weight_average"] = {
         "how": f"arithmetic mean of the weights of {len(runs)} runs from the same start and recipe (other seeds; "
-               "the peak learning rate may differ)",
+               "the peak learning rate and the schedule's length may differ)",
         "runs": [{"run": r.name, **{k: c["training"].get(k) for k in ("seed", "optimizer", "steps", "wall_time_s",
                                                                        "validation")}}
                  for r, c, _ in runs]}
