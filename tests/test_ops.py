@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdecode.ops import (blocks_to_plane, clamp_planes, clamp_to_interval, dct_blocks, dequantize, idct_blocks, idct_islow,
-                         mirror_blocks, pad_to_blocks, plane_to_blocks, quantize, rgb_to_ycbcr, upsample,
+from kdecode.ops import (blocks_to_plane, clamp_planes, clamp_to_interval, dct_blocks, dequantize, idct_blocks,
+                         idct_islow, mirror_blocks, pad_to_blocks, plane_to_blocks, quantize, rgb_to_ycbcr, upsample,
                          ycbcr_to_rgb)
 
 scipy_fft = pytest.importorskip("scipy.fft")
@@ -89,16 +89,22 @@ def test_clamp_planes_is_the_projection_onto_the_box():
     q = torch.randint(4, 60, (8, 8), generator=g).double()
     quantized = torch.randint(-6, 7, (2, 3, 4, 8, 8), generator=g)
     lo, hi = (quantized - 0.5) * q, (quantized + 0.5) * q
-    inside = blocks_to_plane(idct_blocks(lo + (hi - lo) * torch.rand(lo.shape, generator=g, dtype=torch.float64))) + 128
+
+    def in_box() -> torch.Tensor:  # a random plane of the box
+        return blocks_to_plane(idct_blocks(lo + (hi - lo) * torch.rand(lo.shape, generator=g, dtype=torch.float64))) + 128
+
+    def coefficients(plane: torch.Tensor) -> torch.Tensor:
+        return dct_blocks(plane_to_blocks(plane - 128))
+
+    inside = in_box()
     noisy = inside + 40 * torch.randn(inside.shape, generator=g, dtype=torch.float64)
     out = clamp_planes(noisy, quantized, q)
-    coefficients = dct_blocks(plane_to_blocks(out - 128))
-    assert ((coefficients >= lo - 1e-9) & (coefficients <= hi + 1e-9)).all()
-    assert not ((dct_blocks(plane_to_blocks(noisy - 128)) >= lo) & (dct_blocks(plane_to_blocks(noisy - 128)) <= hi)).all()
+    assert ((coefficients(out) >= lo - 1e-9) & (coefficients(out) <= hi + 1e-9)).all()
+    assert not ((coefficients(noisy) >= lo) & (coefficients(noisy) <= hi)).all()
     torch.testing.assert_close(clamp_planes(inside, quantized, q), inside)
     torch.testing.assert_close(clamp_planes(out, quantized, q), out)
-    for k in range(5):  # any plane of the box is nearer after the projection
-        other = blocks_to_plane(idct_blocks(lo + (hi - lo) * torch.rand(lo.shape, generator=g, dtype=torch.float64))) + 128
+    for _ in range(5):  # any plane of the box is nearer after the projection
+        other = in_box()
         assert ((out - other) ** 2).sum() < ((noisy - other) ** 2).sum()
 
 

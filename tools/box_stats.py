@@ -1,9 +1,11 @@
 """How much a box constraint binds: the share of the DCT-domain estimates, before the clamp,
 that fall outside the file's real quantization interval, and outside the interval an assumed
 IJG quality gives, on LIVE1_gray compressed with IJG or non-IJG tables. D3: the stage-I output
-on the patches it clamps; DMCNN: the DCT branch's output (what its DCT Rectify Unit clamps).
+on the patches it clamps; DMCNN: the DCT branch's output (what its DCT Rectify Unit clamps);
+any other model (hrcnn, arcnn, ...): its decoded output without the output box, encoded again
+(what the output box clamps).
 
-    python tools/box_stats.py [--model d3|d3_128|dmcnn] [--quality 10] [--tables ijg flat camera ijg_edit]
+    python tools/box_stats.py [--model d3|d3_128|dmcnn|hrcnn|...] [--quality 10] [--tables ijg flat camera ijg_edit]
 
 Prints a markdown table (one row per table kind): files' JPEG PSNR is not needed, only the
 stage-I output of the shipped weights. A constraint that rarely binds cannot change the result
@@ -19,6 +21,7 @@ from PIL import Image
 
 from kdecode.jpeg.reader import read_coefficients
 from kdecode.models.registry import load_model
+from kdecode.ops import dct_blocks, plane_to_blocks
 from kdecode.pipeline import component_blocks
 from kdecode.train.data import image_files, jpeg_bytes, luma
 from kdecode.train.evaluate import nonijg_table
@@ -47,8 +50,18 @@ def estimates(model, blocks, qtable):
             net.dru = dru
         quantized, itable = model.interval_blocks(blocks[None], qtable)
         return estimate / 255.0, quantized, itable
-    _, phi_alpha, quantized, itable, boxed = model._patchwise(blocks[None], qtable, with_stage1=True)
-    return (phi_alpha[:, boxed] if boxed is not None else phi_alpha), quantized, itable
+    if model.name == "d3":
+        _, phi_alpha, quantized, itable, boxed = model._patchwise(blocks[None], qtable, with_stage1=True)
+        return (phi_alpha[:, boxed] if boxed is not None else phi_alpha), quantized, itable
+    # Any other restorer: its decoded output without the output box (rounded, over the whole
+    # block grid), encoded again: what the output box clamps.
+    box, model.output_box = model.output_box, False
+    try:
+        out = model.restore_blocks(blocks[None], qtable[None], (8 * blocks.shape[0], 8 * blocks.shape[1]))
+    finally:
+        model.output_box = box
+    quantized, itable = model.interval_blocks(blocks[None], qtable)
+    return dct_blocks(plane_to_blocks(out.float() - 128.0)) / 255.0, quantized, itable
 
 
 @torch.inference_mode()
