@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from pathlib import Path
 
 from kdecode.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_writes_a_table_of_ratios_and_a_plot(tmp_path, capsys):
@@ -29,3 +32,17 @@ def test_bench_writes_a_table_of_ratios_and_a_plot(tmp_path, capsys):
     if importlib.util.find_spec("matplotlib") is None:
         return  # the plot needs matplotlib (the "plot" and "test" extras); without it only the table is written
     assert (tmp_path / "smoke.png").stat().st_size > 1000
+
+
+def test_train_step_benchmark_reports_bf16_against_float32(tmp_path):
+    """benchmarks/train_step.py: one row a model, its float32 step the anchor (a ratio column)."""
+    spec = importlib.util.spec_from_file_location("train_step", ROOT / "benchmarks" / "train_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "steps.md"
+    assert bench.main(["--models", "fast_arcnn", "d3", "--batch", "1", "--patch", "16", "--steps", "1",
+                       "--rounds", "1", "--output", str(out)]) == 0
+    rows = [r for r in out.read_text().splitlines() if r.startswith("| ") and not r.startswith("| model")]
+    assert [r.split("|")[1].strip() for r in rows] == ["fast_arcnn", "d3"]
+    for row in rows:
+        assert re.fullmatch(r"[0-9.]+x", row.split("|")[6].strip()), row

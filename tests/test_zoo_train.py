@@ -123,6 +123,29 @@ def test_train_resume_and_card(tmp_path):
     assert train(cfg2)["training"]["init_from"] == "fast_arcnn_q20.safetensors"
 
 
+@pytest.mark.parametrize("amp, dtype, recorded", [("auto", torch.float32, "none"), ("on", torch.bfloat16, "bf16")])
+def test_amp_on_the_cpu(tmp_path, monkeypatch, amp, dtype, recorded):
+    """--amp: "auto" keeps a CPU run in float32; "on" runs its training steps' convolutions in
+    bf16 (autocast, as on a GPU), and the card says which."""
+    seen = []
+    conv = torch.nn.Conv2d.forward
+
+    def record(self, x):
+        out = conv(self, x)
+        if self.training:
+            seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", record)
+    _tiny_data(tmp_path)
+    cfg = TrainConfig(model="fast_arcnn", qualities=[20], out=str(tmp_path / "run"), data_root=str(tmp_path),
+                      train_sets=["train"], val_set=None, steps=2, batch=2, patch=32, warmup=1,
+                      checkpoint_every=10, progress=False, device="cpu", amp=amp)
+    card = train(cfg)
+    assert seen and set(seen) == {dtype}
+    assert card["training"]["mixed_precision"] == recorded
+
+
 def test_ema_weights_are_the_average_and_survive_a_resume(tmp_path, monkeypatch):
     """--ema: the run's weights are the exponential moving average of every step's weights
     (``avg <- d avg + (1 - d) w``, from the first step's), the last step's are kept in
