@@ -67,8 +67,8 @@ class TrainConfig:
     init_from: str | None = None
     seed: int = 0
     device: str = "cpu"
-    #: bf16 autocast: "auto" on CUDA only; "on" on the CPU too (2.5-3.4x faster DMCNN / HR-CNN
-    #: steps where the CPU has AMX, docs/training_log.md); "off" float32 everywhere
+    #: bf16 autocast: "auto" on CUDA only; "on" on the CPU too (where it has AMX, 2.0-3.6x faster
+    #: steps for the convolutional models: benchmarks/train_step.py); "off" float32 everywhere
     amp: str = "auto"
     grad_clip: float | None = None
     checkpoint_every: int = 1000
