@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import machine, markdown_table, report  # noqa: E402
 from kdecode.models import registry  # noqa: E402
-from kdecode.train.loop import step_loss  # noqa: E402
+from kdecode.train.loop import train_step  # noqa: E402
 
 MODELS = ("fast_arcnn", "arcnn", "dcsc", "d3", "hrcnn", "dmcnn")
 
@@ -35,11 +35,7 @@ def step_times(model, x, y, amp: bool, device: torch.device, steps: int) -> list
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            loss = step_loss(model, x, y, torch.nn.functional.mse_loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, y, torch.nn.functional.mse_loss, amp)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i:

@@ -146,6 +146,14 @@ def test_amp_on_the_cpu(tmp_path, monkeypatch, amp, dtype, recorded):
     assert card["training"]["mixed_precision"] == recorded
 
 
+def test_amp_rejects_other_values(tmp_path):
+    """The old boolean (``amp=True``) would silently mean float32: it is refused by name."""
+    cfg = TrainConfig(model="fast_arcnn", qualities=[20], out=str(tmp_path / "run"), data_root=str(tmp_path),
+                      train_sets=["train"], val_set=None, steps=1, progress=False, device="cpu", amp=True)
+    with pytest.raises(ValueError, match="amp"):
+        train(cfg)
+
+
 def test_ema_weights_are_the_average_and_survive_a_resume(tmp_path, monkeypatch):
     """--ema: the run's weights are the exponential moving average of every step's weights
     (``avg <- d avg + (1 - d) w``, from the first step's), the last step's are kept in

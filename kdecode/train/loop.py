@@ -176,13 +176,19 @@ def _device_name(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
-def step_loss(model, x: torch.Tensor, y: torch.Tensor, loss_fn) -> torch.Tensor:
-    """The loss of one training batch (decoded float planes ``x``, originals ``y``, ``[N, 1, H, W]``):
-    the model's own where it has one (DMCNN's multi-scale loss), else ``loss_fn`` on what
-    ``restore`` computes, which validation and inference compute too."""
-    if hasattr(model, "training_loss"):
-        return model.training_loss(x, y)
-    return loss_fn(model.restore(x).float(), y)
+def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, loss_fn, amp: bool, grad_clip: float | None = None
+               ) -> torch.Tensor:
+    """One optimizer step on a batch (decoded float planes ``x``, originals ``y``, ``[N, 1, H, W]``);
+    returns its loss. The loss is the model's own where it has one (DMCNN's multi-scale loss), else
+    ``loss_fn`` on what ``restore`` computes, which validation and inference compute too."""
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=amp):
+        loss = model.training_loss(x, y) if hasattr(model, "training_loss") else loss_fn(model.restore(x).float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -196,6 +202,8 @@ def train(cfg: TrainConfig) -> dict:
     _seed_everything(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    if cfg.amp not in ("auto", "on", "off"):
+        raise ValueError(f"TrainConfig.amp must be 'auto', 'on' or 'off', not {cfg.amp!r}")
     amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
 
     model = build(cfg.model, **cfg.arch_kwargs).to(device)
@@ -253,13 +261,7 @@ def train(cfg: TrainConfig) -> dict:
         for group in opt.param_groups:
             group["lr"] = cfg.lr * _lr_factor(step, _progress(step, elapsed, cfg), cfg)
         x, y = sampler.sample(cfg.batch)
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            loss = step_loss(model, x, y, loss_fn)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        loss = train_step(model, opt, x, y, loss_fn, amp, cfg.grad_clip)
         if ema is not None:
             ema.update_parameters(model)
         step += 1
