@@ -36,6 +36,7 @@ from .decode import (_OUTPUTS, _channels_last, _convert, _host_output, _to_host,
                      decoder_for)
 from .errors import KdecodeError
 from .jpeg.reader import Source, read_coefficients, settings
+from .models.base import RunOptions
 
 
 def _read(index: int, src: Source, read_options: dict):
@@ -56,7 +57,7 @@ def _item(index: int, fn, *args, **kwargs):
 
 def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None, output: str = "pil",
                 batch_size: int = 16, workers: int | None = None, return_exceptions: bool = False,
-                precision: str = "float32", **read_options) -> Iterator:
+                precision: str = "float32", flips: int = 1, **read_options) -> Iterator:
     """Decode ``srcs`` (paths, bytes or binary file objects; any iterable, consumed lazily) and
     yield one result per source in input order: what ``decode(src, model, device, output)``
     returns, pixel for pixel.
@@ -66,14 +67,15 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
     (default: one per CPU) reads and decodes whole images. A file that cannot be read or
     decoded raises its :class:`KdecodeError` (or ``OSError``) when its turn comes, after the
     results before it were yielded; with ``return_exceptions=True`` the exception object is
-    yielded in its place and the stream goes on. ``precision``: as for :func:`decode`.
+    yielded in its place and the stream goes on. ``precision``, ``flips``: as for :func:`decode`.
     ``read_options`` go to :func:`read_coefficients`.
     """
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    check_model(model, device, precision)
+    options = RunOptions(precision, flips)
+    check_model(model, device, options)
     device = torch.device(device) if device is not None else None
     cuda = device is not None and device.type == "cuda"
     workers = max(1, workers or os.cpu_count() or 1)
@@ -86,14 +88,14 @@ def decode_iter(srcs: Iterable[Source], model: str | None = "auto", device=None,
     if not cuda:
         # Two images a worker in flight: enough to keep every core busy, and few enough that
         # the memory of finished images is reused (fresh pages cost more than the decode).
-        yield from _decode_iter_cpu(sources, model, precision, device, output, 2 * workers, workers,
+        yield from _decode_iter_cpu(sources, model, options, device, output, 2 * workers, workers,
                                     return_exceptions, read_options, threads)
         return
-    yield from _decode_iter_groups(sources, model, precision, device, output, batch_size, workers, return_exceptions,
+    yield from _decode_iter_groups(sources, model, options, device, output, batch_size, workers, return_exceptions,
                                    read_options)
 
 
-def _decode_iter_groups(sources, model, precision: str, device: torch.device, output: str, batch_size: int,
+def _decode_iter_groups(sources, model, options: RunOptions, device: torch.device, output: str, batch_size: int,
                         workers: int, return_exceptions: bool, read_options: dict) -> Iterator:
     """The GPU form of decode_iter (on a CPU device it runs the same steps without a stream or
     pinned memory: what the tests check without a GPU)."""
@@ -118,7 +120,7 @@ def _decode_iter_groups(sources, model, precision: str, device: torch.device, ou
             for f in pending:
                 items.append(f.result())
                 if len(items) - len(staged) >= part or len(items) == len(pending):
-                    staged += _launch_group(items[len(staged):], model, precision, device, output, stream)
+                    staged += _launch_group(items[len(staged):], model, options, device, output, stream)
             if stream is not None:
                 stream.synchronize()
             for result in _finish_group(staged, items, device, output):
@@ -132,13 +134,13 @@ def _decode_iter_groups(sources, model, precision: str, device: torch.device, ou
 
 def decode_batch(srcs: Iterable[Source], model: str | None = "auto", device=None, output: str = "pil",
                  batch_size: int = 16, workers: int | None = None, return_exceptions: bool = False,
-                 precision: str = "float32", **read_options) -> list:
+                 precision: str = "float32", flips: int = 1, **read_options) -> list:
     """:func:`decode_iter` collected into a list (same arguments, same order, same errors)."""
     return list(decode_iter(srcs, model, device, output, batch_size, workers, return_exceptions, precision,
-                            **read_options))
+                            flips, **read_options))
 
 
-def _launch_group(items: list, model, precision: str, device, output: str, stream) -> list:
+def _launch_group(items: list, model, options: RunOptions, device, output: str, stream) -> list:
     """Queue the GPU work for a list of read results on ``stream``: for each, its image on the
     GPU (``output="torch"``), its samples being copied to pinned host memory (numpy, PIL), or
     the exception it stays. Valid once the stream is synchronized (see :func:`_finish_group`)."""
@@ -149,7 +151,7 @@ def _launch_group(items: list, model, precision: str, device, output: str, strea
         by_decoder: dict = {}
         for i in ok:
             try:
-                by_decoder.setdefault(decoder_for(items[i], model, device, precision), []).append(i)
+                by_decoder.setdefault(decoder_for(items[i], model, device, options), []).append(i)
             except KdecodeError as exc:
                 results[i] = exc
         for decoder, indices in by_decoder.items():
@@ -182,7 +184,7 @@ def _finish_group(staged: list, items: list, device, output: str) -> list:
 TASK_BYTES = 1 << 16
 
 
-def _decode_iter_cpu(sources, model, precision: str, device, output: str, ahead: int, workers: int,
+def _decode_iter_cpu(sources, model, options: RunOptions, device, output: str, ahead: int, workers: int,
                      return_exceptions: bool, read_options: dict, threads: int = 1) -> Iterator:
     """The CPU form of decode_iter: each worker reads and decodes whole images (the reader and
     the C pixel stage release the GIL), consecutive small files together (:data:`TASK_BYTES`), at
@@ -190,7 +192,7 @@ def _decode_iter_cpu(sources, model, precision: str, device, output: str, ahead:
     images), without a hand-over between a read and a decode stage: the short Python parts of
     each image then interleave with the other workers' C work instead of queueing."""
     def run(task):
-        return [_item(index, decode_source, src, model, device, output, precision, threads, read_options)
+        return [_item(index, decode_source, src, model, device, output, options, threads, read_options)
                 for index, src in task]
 
     pending: deque[Future] = deque()

@@ -83,7 +83,7 @@ def _cmd_restore(args) -> int:
     # decode_iter: files read and decoded in parallel (CPU workers, or GPU batches), in order;
     # a file that fails comes back as its exception and is skipped.
     images = decode_iter(files, model=args.model, device=args.device, precision=args.precision,
-                         return_exceptions=True)
+                         flips=args.flips, return_exceptions=True)
     for f, image in tqdm(zip(files, images), total=len(files), desc="restore", unit="img", disable=args.quiet):
         try:
             if isinstance(image, Exception):
@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                    help="bfloat16: the model's learned layers in bf16 (faster on a GPU)")
+    p.add_argument("--flips", type=int, choices=[1, 2, 4], default=1,
+                   help="also restore the image mirrored (2: left-right, 4: and upside down) and average: "
+                        "a little more quality for 2x or 4x the model's time")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_restore)
 

@@ -119,18 +119,20 @@ def collate_coefficients(items: list[JpegCoefficients], pin_memory: bool = False
 
 
 def decode_coefficient_batch(batch: CoefficientBatch, model: str | None = "auto", device=None,
-                             precision: str = "float32") -> list[torch.Tensor]:
+                             precision: str = "float32", flips: int = 1) -> list[torch.Tensor]:
     """Decode (restore) every image of a batch with ``model`` on ``device``: uint8
     ``[C, H, W]`` tensors on ``device``, in batch order (what ``decode(..., output="torch",
-    precision=precision)`` returns for each file). On the device the batch is on
+    precision=precision, flips=flips)`` returns for each file). On the device the batch is on
     (``batch.to(device)``), the decoders read the batch's blocks there rather than each image's
     arrays (``batch.coefficients``)."""
     from .decode import check_model, decoder_for
+    from .models.base import RunOptions
 
-    check_model(model, device, precision)
+    options = RunOptions(precision, flips)
+    check_model(model, device, options)
     by_decoder: dict = {}
     for i, coeffs in enumerate(batch.coefficients):
-        by_decoder.setdefault(decoder_for(coeffs, model, device, precision), []).append(i)
+        by_decoder.setdefault(decoder_for(coeffs, model, device, options), []).append(i)
     out: list = [None] * len(batch)
     here = batch.blocks[0].device
     want = torch.device(device) if device is not None else torch.device("cpu")

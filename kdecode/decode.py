@@ -11,32 +11,32 @@ from .errors import KdecodeError
 from .jpeg.quality import estimate_quality
 from .jpeg.reader import Source, read_coefficients, settings
 from .ops import exact_cpu
-from .models.base import PRECISIONS
+from .models.base import RunOptions
 from .models.registry import list_models, load_model, resolve_model, select_card
 
 _OUTPUTS = ("pil", "numpy", "torch")
 _model_cache: dict = {}
 
 
-def _get_model(name: str, quality, device, precision: str = "float32"):
-    key = (name, quality, str(device), precision)
+def _get_model(name: str, quality, device, options: RunOptions = RunOptions()):
+    key = (name, quality, str(device), options)
     if key not in _model_cache:
-        _model_cache[key] = load_model(name, quality=quality, device=device, precision=precision)
+        _model_cache[key] = load_model(name, quality=quality, device=device, precision=options.precision,
+                                       flips=options.flips)
     return _model_cache[key]
 
 
-def check_model(model, device=None, precision: str = "float32") -> None:
+def check_model(model, device=None, options: RunOptions = RunOptions()) -> None:
     """Raise a :class:`KdecodeError` listing the models when ``model`` is not one of them (and
-    a ValueError for a ``precision`` that is not one of :data:`PRECISIONS`)."""
+    a ValueError for ``options`` out of their range, :meth:`RunOptions.check`)."""
     if resolve_model(model, device) not in list_models():
         raise KdecodeError("model", f"unknown model {model!r}; available: {', '.join(list_models())} (or None/'auto')")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    options.check()
 
 
-def decoder_for(coeffs, model, device=None, precision: str = "float32"):
+def decoder_for(coeffs, model, device=None, options: RunOptions = RunOptions()):
     """The :class:`~kdecode.models.Decoder` that ``decode(model=model)`` runs for ``coeffs``
-    (loaded once per process, device and precision)."""
+    (loaded once per process, device and options)."""
     # Learned models are trained per quality: pick the weights nearest the file's own quality,
     # estimated from its luma table (the estimate ``kdecode info`` prints).
     if resolve_model(model, device) == "exact":  # no weights to choose: skip the estimate
@@ -47,11 +47,11 @@ def decoder_for(coeffs, model, device=None, precision: str = "float32"):
         return _get_model("exact", None, device)
     # One cached decoder per weights file: key by the quality the chosen weights were trained at.
     quality = min(select_card(name, quality)["qualities"])
-    return _get_model(name, quality, device, precision)
+    return _get_model(name, quality, device, options)
 
 
 def decode(src: Source, model: str | None = "auto", device=None, output: str = "pil", precision: str = "float32",
-           **read_options):
+           flips: int = 1, **read_options):
     """Decode a JPEG (path, bytes or binary file object).
 
     ``model=None`` or ``"exact"``: exactly what Pillow returns after ``load()`` (mode L, RGB or
@@ -65,14 +65,18 @@ def decode(src: Source, model: str | None = "auto", device=None, output: str = "
     (``max_pixels``, ``allow_truncated``).
     ``precision="bfloat16"`` runs a model's learned layers in bf16 (faster on a GPU's tensor
     cores; the README's quality table gives what it costs); the exact decode is unaffected.
+    ``flips=2`` or ``4``: the model also restores the image mirrored left-right (and upside
+    down) and the results are averaged, for a little more quality at 2x or 4x the model's time
+    (:attr:`~kdecode.models.Decoder.flips`; the README's quality table gives what it gains).
     """
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
-    check_model(model, device, precision)
-    return decode_source(src, model, device, output, precision, settings.threads(), read_options)
+    options = RunOptions(precision, flips)
+    check_model(model, device, options)
+    return decode_source(src, model, device, output, options, settings.threads(), read_options)
 
 
-def decode_source(src: Source, model, device, output: str, precision: str, threads: int, read_options: dict):
+def decode_source(src: Source, model, device, output: str, options: RunOptions, threads: int, read_options: dict):
     """:func:`decode` of one source, arguments checked (``decode_iter``'s CPU workers call it).
 
     Where the result is the exact decode on CPU, its pixel stage runs in the reader's own call
@@ -85,10 +89,10 @@ def decode_source(src: Source, model, device, output: str, precision: str, threa
         coeffs, array = exact_cpu.read_and_decode(src, _rgbx(output), threads, decode_if, **read_options)
         if array is not None:  # the exact decode was asked for, or chosen by decode_if
             return _host_output(array, coeffs, device, output)
-        decoder = decoder_for(coeffs, model, device, precision)
+        decoder = decoder_for(coeffs, model, device, options)
     else:
         coeffs = read_coefficients(src, **read_options)
-        decoder = decoder_for(coeffs, model, device, precision)
+        decoder = decoder_for(coeffs, model, device, options)
     return decode_with(decoder, coeffs, device, output, threads)
 
 

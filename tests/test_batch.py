@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 import kdecode
 from conftest import encode, photo
 from kdecode.data import JpegFolder, collate_coefficients, decode_coefficient_batch
+from kdecode.models.base import RunOptions
 
 
 def mixed_files() -> list[bytes]:
@@ -164,7 +165,7 @@ def test_gpu_steps_on_a_cpu_device(output):
     files = mixed_files() + [b"not a jpeg"] + mixed_files()[:3]
 
     def run(return_exceptions, model=None):
-        return batch._decode_iter_groups(enumerate(files), model, "float32", torch.device("cpu"), output, 4, 2,
+        return batch._decode_iter_groups(enumerate(files), model, RunOptions(), torch.device("cpu"), output, 4, 2,
                                          return_exceptions, {})
 
     out = list(run(True))

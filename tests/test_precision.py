@@ -81,8 +81,9 @@ def test_load_model_sets_precision_and_models_are_cached_per_precision():
     assert load_model("fast_arcnn", quality=10, precision="bfloat16").precision == "bfloat16"
     assert load_model("fast_arcnn", quality=10).precision == "float32"
     from kdecode.decode import decoder_for
+    from kdecode.models.base import RunOptions
 
     coeffs = read_coefficients(GRAY)
-    a = decoder_for(coeffs, "fast_arcnn", None, "bfloat16")
-    b = decoder_for(coeffs, "fast_arcnn", None, "float32")
+    a = decoder_for(coeffs, "fast_arcnn", None, RunOptions("bfloat16"))
+    b = decoder_for(coeffs, "fast_arcnn", None, RunOptions("float32"))
     assert a is not b and a.precision == "bfloat16" and b.precision == "float32"

@@ -2,19 +2,39 @@
 from __future__ import annotations
 
 import contextlib
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..jpeg.coefficients import JpegCoefficients
 from ..jpeg.quality import estimate_quality, ijg_table
-from ..ops import clamp_planes, exact_cpu, quantize
+from ..ops import clamp_planes, exact_cpu, flip_blocks, quantize
 from ..pipeline import (component_blocks, decode_exact, decode_exact_many, decode_restoring_luma,
                         decode_restoring_luma_many, to_samples)
 
 
 #: what :meth:`Decoder.set_precision` accepts
 PRECISIONS = ("float32", "bfloat16")
+#: the flip ensemble's grids, in order: as is, left-right, upside down, both (rows, columns)
+FLIPS = ((False, False), (False, True), (True, False), (True, True))
+#: what :meth:`Decoder.set_flips` accepts
+FLIP_COUNTS = (1, 2, 4)
+
+
+class RunOptions(NamedTuple):
+    """How a model runs, what :func:`kdecode.decode` and its batch forms take beside the model's
+    name: :attr:`Decoder.precision` and :attr:`Decoder.flips` (the exact decode ignores both)."""
+
+    precision: str = "float32"
+    flips: int = 1
+
+    def check(self) -> "RunOptions":
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.flips not in FLIP_COUNTS:
+            raise ValueError(f"flips must be one of {FLIP_COUNTS}, got {self.flips!r}")
+        return self
 
 
 class Decoder(nn.Module):
@@ -32,9 +52,18 @@ class Decoder(nn.Module):
     precision = "float32"
 
     def set_precision(self, precision: str) -> "Decoder":
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.precision = precision
+        self.precision = RunOptions(precision=precision).check().precision
+        return self
+
+    #: the flip ensemble of the restoring decoders (1, 2 or 4 passes; the exact decode ignores
+    #: it): the model also restores the image mirrored left-right (2) and upside down (4), from
+    #: the mirrored coefficient grid (exact, :func:`~kdecode.ops.flip_blocks`); the outputs,
+    #: mirrored back, are averaged before the box and rounding. ``flips`` times the work for a
+    #: little more quality (docs/dual_domain.md, "Flip ensemble"). Set with :meth:`set_flips`.
+    flips = 1
+
+    def set_flips(self, flips: int) -> "Decoder":
+        self.flips = RunOptions(flips=flips).check().flips
         return self
 
     def autocast(self, device_type: str):
@@ -111,27 +140,31 @@ class LumaRestorer(Decoder):
         a = assumed if assumed.dim() == 2 else assumed[:, None, None]
         return quantize(blocks.float() * q, a), assumed
 
-    def finish(self, restored: torch.Tensor, blocks: torch.Tensor, qtables: torch.Tensor, origin: tuple[int, int],
-               size: tuple[int, int]) -> torch.Tensor:
-        """A model's float output ``[N, 1, H, W]`` (0..1 scale) over the block grid of ``blocks``
-        placed at ``origin`` (top, left samples: the mirrored :attr:`edge_blocks` around it) ->
-        uint8 ``[N, h, w]``: the grid cut out, clamped into the box (:attr:`output_box`), cropped
-        to the plane's ``size`` and rounded."""
-        (top, left), (bh, bw) = origin, blocks.shape[1:3]
-        plane = restored[:, 0, top:top + 8 * bh, left:left + 8 * bw].float() * 255.0
-        if self.output_box:
-            # A plane restored without the encoder's padding of its last blocks: pad it as the
-            # encoder pads, by repeating the last row and column.
-            ph, pw = 8 * bh - plane.shape[-2], 8 * bw - plane.shape[-1]
-            if ph or pw:
-                plane = torch.nn.functional.pad(plane[:, None], (0, pw, 0, ph), mode="replicate")[:, 0]
-            plane = clamp_planes(plane, *self.interval_blocks(blocks, qtables))
-        return to_samples(plane[:, :size[0], :size[1]] / 255.0)
+    def restore_grid(self, blocks: torch.Tensor, qtables: torch.Tensor, window: tuple[int, int, int, int]) -> torch.Tensor:
+        """The model on luma blocks int16 ``[N, bh, bw, 8, 8]`` with their tables ``[N, 8, 8]``:
+        float plane ``[N, 8 bh, 8 bw]`` on the 0..255 scale, before the box and rounding.
+        ``window``: ``(top, left, h, w)``, where the image's own samples lie in the grid (the
+        rest is the encoder's padding of its last blocks: bottom and right, or the other sides
+        in a mirrored grid)."""
+        raise NotImplementedError  # pragma: no cover
 
     def restore_blocks(self, blocks: torch.Tensor, qtables: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Luma blocks int16 ``[N, bh, bw, 8, 8]`` of images of one geometry, their tables
-        ``[N, 8, 8]`` and the plane's real size ``(h, w)`` -> restored uint8 ``[N, h, w]``."""
-        raise NotImplementedError  # pragma: no cover
+        ``[N, 8, 8]`` and the plane's real size ``(h, w)`` -> restored uint8 ``[N, h, w]``:
+        :meth:`restore_grid` on the grid and, with :attr:`flips`, on its mirror images (mirrored
+        back and averaged), clamped into the box (:attr:`output_box`), cropped and rounded."""
+        (bh, bw), (h, w) = blocks.shape[1:3], size
+        planes = []
+        for rows, cols in FLIPS[:self.flips]:
+            window = (8 * bh - h if rows else 0, 8 * bw - w if cols else 0, h, w)
+            plane = self.restore_grid(flip_blocks(blocks, rows, cols), qtables, window)
+            dims = [d for d, flipped in ((-2, rows), (-1, cols)) if flipped]
+            planes.append(torch.flip(plane, dims) if dims else plane)
+        # The box acts once, on the average: the ensemble's estimate, projected as one pass's is.
+        plane = planes[0] if len(planes) == 1 else torch.stack(planes).mean(0)
+        if self.output_box:
+            plane = clamp_planes(plane, *self.interval_blocks(blocks, qtables))
+        return to_samples(plane[:, :h, :w] / 255.0)
 
     def _device(self, device) -> torch.device:
         device = torch.device(device) if device is not None else next(self.parameters()).device

@@ -79,9 +79,9 @@ class CoefficientRestorer(LumaRestorer):
         h, w = plane.shape[-2:]
         return self(*self.plane_blocks(plane))[..., :h, :w]
 
-    def restore_blocks(self, blocks: torch.Tensor, qtables: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The forward pass on the luma blocks with each file's own table (calls split by
-        whole images, :meth:`tiled`), on the grid extended by :attr:`edge_blocks`, cropped to the
-        plane's size (:class:`LumaRestorer`)."""
-        grid, (rows, cols) = mirror_blocks(blocks, self.edge_blocks)
-        return self.finish(self(grid, qtables), blocks, qtables, (8 * rows, 8 * cols), size)
+    def restore_grid(self, blocks: torch.Tensor, qtables: torch.Tensor, window: tuple[int, int, int, int]) -> torch.Tensor:
+        """The forward pass on the luma blocks with each file's own table (calls split by whole
+        images, :meth:`tiled`), on the grid extended by :attr:`edge_blocks`; the whole grid is
+        restored, padding included (:class:`LumaRestorer`)."""
+        (bh, bw), (grid, (rows, cols)) = blocks.shape[1:3], mirror_blocks(blocks, self.edge_blocks)
+        return self(grid, qtables)[:, 0, 8 * rows:8 * (rows + bh), 8 * cols:8 * (cols + bw)].float() * 255.0

@@ -45,14 +45,19 @@ class PixelRestorer(LumaRestorer):
             residual = self.net(x.contiguous(memory_format=torch.channels_last))[..., :h, :w]
         return plane + residual.float()
 
-    def restore_blocks(self, blocks: torch.Tensor, qtables: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def restore_grid(self, blocks: torch.Tensor, qtables: torch.Tensor, window: tuple[int, int, int, int]) -> torch.Tensor:
         """The float IDCT of the luma blocks with their tables (the grid extended by
-        :attr:`edge_blocks`), restored, cropped to the plane's size (:class:`LumaRestorer`)."""
-        grid, (rows, cols) = mirror_blocks(blocks, self.edge_blocks)
+        :attr:`edge_blocks`), restored (:class:`LumaRestorer`)."""
+        (bh, bw), (grid, (rows, cols)) = blocks.shape[1:3], mirror_blocks(blocks, self.edge_blocks)
         luma = blocks_to_planes(grid, qtables, exact=False)
-        if not self.edge_blocks:  # the image's own edge, not the encoder's padding of its last blocks
-            luma = luma[..., :size[0], :size[1]]
-        return self.finish(self.restore(luma[:, None] / 255.0), blocks, qtables, (8 * rows, 8 * cols), size)
+        if self.edge_blocks:
+            restored = self.restore(luma[:, None] / 255.0)
+            return restored[:, 0, 8 * rows:8 * (rows + bh), 8 * cols:8 * (cols + bw)].float() * 255.0
+        # The image's own edge, not the encoder's padding: the image alone is restored, then
+        # padded as the encoder pads, by repeating its edge samples.
+        top, left, h, w = window
+        plane = self.restore(luma[:, None, top:top + h, left:left + w] / 255.0).float() * 255.0
+        return nn.functional.pad(plane, (left, 8 * bw - w - left, top, 8 * bh - h - top), mode="replicate")[:, 0]
 
 
 class ARCNN(nn.Module):

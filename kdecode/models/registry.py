@@ -37,12 +37,13 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def load_model(name: str, quality: int | None = None, device=None, precision: str = "float32") -> Decoder:
+def load_model(name: str, quality: int | None = None, device=None, precision: str = "float32",
+               flips: int = 1) -> Decoder:
     """Build model ``name`` with the weights trained nearest ``quality`` on ``device``.
 
     ``quality=None`` takes the weights trained at the lowest quality (the strongest
     restoration). ``precision``: see :attr:`Decoder.precision` (the exact decode and D3 are
-    float32/integer whatever it says)."""
+    float32/integer whatever it says); ``flips``: see :attr:`Decoder.flips`."""
     key = _ALIASES.get(name, name)
     if key not in _BUILDERS:
         raise KdecodeError("model", f"unknown model {name!r}; available: {', '.join(list_models())}")
@@ -50,7 +51,7 @@ def load_model(name: str, quality: int | None = None, device=None, precision: st
     # its decoders inside it): parameters made there would be inference tensors, which keep no
     # version counter (Fast AR-CNN keys a cache on it) and can never be trained.
     with torch.inference_mode(False):
-        return _BUILDERS[key](quality=quality, device=device).set_precision(precision)
+        return _BUILDERS[key](quality=quality, device=device).set_precision(precision).set_flips(flips)
 
 
 # ----------------------------------------------------------------------------- shipped weights

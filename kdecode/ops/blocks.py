@@ -35,11 +35,23 @@ def pad_to_blocks(plane: torch.Tensor, multiple: int = 8) -> torch.Tensor:
     return x.to(dtype).reshape(*lead, h + ph, w + pw)
 
 
+def flip_blocks(blocks: torch.Tensor, rows: bool = False, cols: bool = False) -> torch.Tensor:
+    """The coefficient grid ``[..., bh, bw, 8, 8]`` of the image mirrored left-right (``cols``)
+    and/or upside down (``rows``), padded blocks included: the block order reversed along that
+    axis and each block mirrored, which multiplies coefficient ``u`` (columns) or ``v`` (rows)
+    by ``(-1)^u``. Exact: integers stay integers and the table is unchanged."""
+    odd = torch.tensor([1, -1] * 4, dtype=blocks.dtype, device=blocks.device)
+    if cols:
+        blocks = torch.flip(blocks, [-3]) * odd
+    if rows:
+        blocks = torch.flip(blocks, [-4]) * odd[:, None]
+    return blocks
+
+
 def mirror_blocks(blocks: torch.Tensor, count: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Extend a coefficient block grid ``[..., bh, bw, 8, 8]`` by mirrored blocks on every side:
     the coefficients of the image reflected about its block-grid edges (half-sample symmetric,
-    the edge samples repeated). Mirroring a block's columns multiplies coefficient ``u`` by
-    ``(-1)^u`` (rows: ``v``), so the result is exact and integers stay integers.
+    the edge samples repeated), exact as :func:`flip_blocks` is.
 
     ``count`` blocks a side, at most the grid's own size on each axis. Returns the grid and the
     blocks added on each side ``(rows, columns)``, to crop the result by."""
@@ -47,12 +59,8 @@ def mirror_blocks(blocks: torch.Tensor, count: int) -> tuple[torch.Tensor, tuple
         return blocks, (0, 0)
     *_, bh, bw, _, _ = blocks.shape
     rows, cols = min(count, bh), min(count, bw)
-    odd = torch.tensor([1, -1] * 4, dtype=blocks.dtype, device=blocks.device)  # (-1)^u, (-1)^v
-
-    def mirrored(part: torch.Tensor, axis: int) -> torch.Tensor:
-        """``part`` in reverse block order along ``axis`` (-3: columns, -4: rows), each block mirrored."""
-        return torch.flip(part, [axis]) * (odd if axis == -3 else odd[:, None])
-
-    grid = torch.cat([mirrored(blocks[..., :cols, :, :], -3), blocks, mirrored(blocks[..., bw - cols:, :, :], -3)], -3)
-    grid = torch.cat([mirrored(grid[..., :rows, :, :, :], -4), grid, mirrored(grid[..., bh - rows:, :, :, :], -4)], -4)
+    grid = torch.cat([flip_blocks(blocks[..., :cols, :, :], cols=True), blocks,
+                      flip_blocks(blocks[..., bw - cols:, :, :], cols=True)], -3)
+    grid = torch.cat([flip_blocks(grid[..., :rows, :, :, :], rows=True), grid,
+                      flip_blocks(grid[..., bh - rows:, :, :, :], rows=True)], -4)
     return grid, (rows, cols)

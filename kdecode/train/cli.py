@@ -105,7 +105,7 @@ def _cmd_eval(args) -> int:
             decoder = load_weights(card_for_weights(args.weights), device)
         else:
             decoder = load_model(args.model, quality=q, device=device)
-        decoder.set_precision(args.precision)
+        decoder.set_precision(args.precision).set_flips(args.flips)
         if args.intervals != "real" or args.output_box != "on":
             if not hasattr(decoder, "intervals"):
                 print(f"error: --intervals and --output-box apply to restoring models, not {args.model}",
@@ -120,6 +120,8 @@ def _cmd_eval(args) -> int:
             r["dataset"] = f"{r['dataset']} (no output box)"
         if args.precision != "float32":  # the same: the card's figures stay the float32 ones
             r["dataset"] = f"{r['dataset']} ({args.precision})"
+        if args.flips != 1:
+            r["dataset"] = f"{r['dataset']} (flips {args.flips})"
         results.append(r)
         card = getattr(decoder, "card", None)
         if args.update_card and card is not None:
@@ -222,6 +224,8 @@ def add_parsers(subparsers) -> None:
                         "of that strength (nonijg: all three kinds)")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                    help="run the learned layers in bf16 (what decode(precision='bfloat16') does)")
+    p.add_argument("--flips", type=int, choices=[1, 2, 4], default=1,
+                   help="the flip ensemble (what decode(flips=N) does): its own card entry")
     p.add_argument("--update-card", action="store_true", help="write the results into the weights' card")
     p.add_argument("--json", help="write all results (per image too) to this file")
     p.add_argument("-q", "--quiet", action="store_true")
