@@ -46,3 +46,18 @@ def test_train_step_benchmark_reports_bf16_against_float32(tmp_path):
     assert [r.split("|")[1].strip() for r in rows] == ["fast_arcnn", "d3"]
     for row in rows:
         assert re.fullmatch(r"[0-9.]+x", row.split("|")[6].strip()), row
+
+
+def test_flips_benchmark_reports_ratios_to_one_pass(tmp_path):
+    """benchmarks/flips.py: one row a model, flips=2 and 4 as ratios to its one-pass time."""
+    spec = importlib.util.spec_from_file_location("flips_bench", ROOT / "benchmarks" / "flips.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "flips.md"
+    assert bench.main(["--models", "fast_arcnn", "--repeats", "1", "--out", str(out)]) == 0
+    rows = [r for r in out.read_text().splitlines() if r.startswith("| fast_arcnn")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].split("|")[1:-1]]
+    assert float(cells[1]) > 0
+    for ratio in cells[2:]:
+        assert re.fullmatch(r"[0-9.]+x", ratio), rows[0]

@@ -13,7 +13,7 @@ from .fused import blocks_to_planes, clamp_blocks, clamp_planes, planes_to_block
 from .quant import clamp_to_interval, dequantize, quantize
 from .upsample import upsample
 
-__all__ = ["adobe_cmyk", "blocks_to_plane", "flip_blocks", "mirror_blocks", "pad_to_blocks", "plane_to_blocks", "rgb_to_ycbcr",
-           "ycbcr_to_rgb", "dct_blocks", "dct_matrix", "idct_blocks", "idct_islow", "clamp_to_interval", "dequantize",
-           "quantize", "upsample", "blocks_to_planes", "planes_to_blocks", "clamp_blocks", "clamp_planes",
-           "upsample_to_rgb", "force_torch", "use_kernels", "FORCE_TORCH_ENV"]
+__all__ = ["adobe_cmyk", "blocks_to_plane", "flip_blocks", "mirror_blocks", "pad_to_blocks", "plane_to_blocks",
+           "rgb_to_ycbcr", "ycbcr_to_rgb", "dct_blocks", "dct_matrix", "idct_blocks", "idct_islow",
+           "clamp_to_interval", "dequantize", "quantize", "upsample", "blocks_to_planes", "planes_to_blocks",
+           "clamp_blocks", "clamp_planes", "upsample_to_rgb", "force_torch", "use_kernels", "FORCE_TORCH_ENV"]

@@ -38,8 +38,10 @@ def pad_to_blocks(plane: torch.Tensor, multiple: int = 8) -> torch.Tensor:
 def flip_blocks(blocks: torch.Tensor, rows: bool = False, cols: bool = False) -> torch.Tensor:
     """The coefficient grid ``[..., bh, bw, 8, 8]`` of the image mirrored left-right (``cols``)
     and/or upside down (``rows``), padded blocks included: the block order reversed along that
-    axis and each block mirrored, which multiplies coefficient ``u`` (columns) or ``v`` (rows)
-    by ``(-1)^u``. Exact: integers stay integers and the table is unchanged."""
+    axis and each block mirrored, which multiplies coefficient ``u`` by ``(-1)^u`` (columns) or
+    ``v`` by ``(-1)^v`` (rows). Exact: integers stay integers and the table is unchanged."""
+    if not (rows or cols):  # the one-pass decode's grid: nothing to make (a copy to the GPU)
+        return blocks
     odd = torch.tensor([1, -1] * 4, dtype=blocks.dtype, device=blocks.device)
     if cols:
         blocks = torch.flip(blocks, [-3]) * odd
