@@ -121,6 +121,32 @@ def test_training_steps_lower_the_loss():
     assert model.net.r.grad is not None and model.net.dct.out.weight.grad.abs().sum() > 0
 
 
+def test_loss_is_eq7_and_its_side_terms_can_be_weighted():
+    """Eq. (7) recomputed by hand; ``side_weight`` scales all but the output's MSE, and at 0 the
+    loss is the error of what inference computes (the side heads get no gradient)."""
+    import torch.nn.functional as F
+
+    x, target = training_pair([smooth_image(32, 32, seed=3)], 10)
+    model = _model(quality=10)
+    with torch.no_grad():
+        out, half, quarter, plane_d = model.net(*model.plane_blocks(x), side_outputs=True)
+        terms = [F.mse_loss(out, target), F.mse_loss(half, F.avg_pool2d(target, 2)),
+                 F.mse_loss(quarter, F.avg_pool2d(target, 4)), F.mse_loss(plane_d, target)]
+        for w in (1.0, 0.25):
+            expected = terms[0] + w * (THETA * terms[1] + THETA ** 2 * terms[2] + LAMBDA * terms[3])
+            assert torch.allclose(model.training_loss(x, target, side_weight=w), expected, rtol=1e-5)
+        assert torch.allclose(model.training_loss(x, target, side_weight=0),
+                              F.mse_loss(model.restore(x), target), rtol=1e-5)
+        output_mse = F.mse_loss(model.restore(x), target)
+    model.train()
+    from kdecode.train.loop import train_step
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    loss = train_step(model, opt, x, target, None, amp=False, side_losses=0.0)  # what the loop calls
+    assert torch.allclose(loss, output_mse, rtol=1e-5)
+    assert model.net.pixel.side2.weight.grad is None and model.net.r.grad is not None
+
+
 def test_train_command_card_and_registry(tmp_path):
     _tiny_data(tmp_path)
     run = tmp_path / "run"
@@ -134,6 +160,9 @@ def test_train_command_card_and_registry(tmp_path):
     model = registry.load_weights(registry.card_for_weights(run / "dmcnn_q20.safetensors"))
     assert isinstance(model, DMCNN) and not model.net.dru
     assert train_main(args[:4] + ["10", "20"] + args[5:]) == 2  # one model per quality
+    assert train_main(args + ["--side-losses", "0", "--out", str(tmp_path / "run0")]) == 0
+    assert json.loads((tmp_path / "run0" / "dmcnn_q20.json").read_text())["training"]["loss"].endswith("side terms weighted 0")
+    assert train_main(["train", "--model", "arcnn"] + args[3:5] + ["--side-losses", "0"]) == 2
 
 
 def test_registered_without_weights_and_never_auto():

@@ -172,12 +172,16 @@ class DMCNN(CoefficientRestorer):
         with self.autocast(blocks.device.type):
             return self.tiled(lambda b, q: self.net(b, q, intervals=self.interval_blocks(b, q))[0], blocks, qtable)
 
-    def training_loss(self, plane: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def training_loss(self, plane: torch.Tensor, target: torch.Tensor, side_weight: float = 1.0) -> torch.Tensor:
         """Eq. (7) for float decoded planes and originals ``[N, 1, H, W]`` (H, W multiples of 8:
-        the block-aligned training patches)."""
-        *outputs, plane_d = self.net(*self.plane_blocks(plane), side_outputs=True)
+        the block-aligned training patches). ``side_weight`` scales the terms other than the
+        output's MSE (1: the paper's loss; 0: the output alone, which is what PSNR measures)."""
         target = target.float()
-        loss = LAMBDA * F.mse_loss(plane_d, target)
+        if side_weight == 0:
+            return F.mse_loss(self.net(*self.plane_blocks(plane))[0], target)
+        *outputs, plane_d = self.net(*self.plane_blocks(plane), side_outputs=True)
+        loss = side_weight * LAMBDA * F.mse_loss(plane_d, target)
         for i, (s, out) in enumerate(zip(SCALES, outputs)):
-            loss = loss + THETA ** i * F.mse_loss(out, F.avg_pool2d(target, s) if s > 1 else target)
+            weight = THETA ** i * (side_weight if i else 1.0)
+            loss = loss + weight * F.mse_loss(out, F.avg_pool2d(target, s) if s > 1 else target)
         return loss

@@ -57,6 +57,9 @@ def _cmd_train(args) -> int:
             arch_kwargs.update(dru=not args.no_dru)
         else:
             arch_kwargs.update(atoms=args.atoms, box=not args.no_box, init=args.d3_init)
+    if args.side_losses != 1.0 and args.model != "dmcnn":
+        print("error: --side-losses applies to dmcnn (the only model with side outputs)", file=sys.stderr)
+        return 2
     # D3-128 ships beside D3-256 (the registry's "d3") under its own name.
     name = "d3_128" if args.model == "d3" and args.atoms == 128 else None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,7 +72,7 @@ def _cmd_train(args) -> int:
         arch_kwargs=arch_kwargs, init_from=args.init_from, seed=args.seed, device=device, amp=args.amp,
         grad_clip=recipe.get("grad_clip"), checkpoint_every=args.checkpoint_every, val_every=args.val_every,
         max_time=args.max_time, time_budget=args.time_budget, ema=args.ema, augment=args.augment, workers=args.workers, cache_dir=args.cache_dir,
-        progress=not args.quiet, name=name)
+        progress=not args.quiet, name=name, side_losses=args.side_losses)
     if args.prepare_only:
         from .data import prepare_pairs
 
@@ -183,6 +186,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--start", choices=["idct", "random"], default="idct",
                    help="HR-CNN: start at the float JPEG decode (idct) or from random weights")
     p.add_argument("--no-dru", action="store_true", help="DMCNN: no DCT Rectify Unit (the ablation)")
+    p.add_argument("--side-losses", type=float, default=1.0, metavar="W",
+                   help="DMCNN: weight of eq. 7's side terms (1/2 and 1/4 outputs, DCT branch); "
+                        "1 the paper's loss, 0 the output's MSE alone (a last fine-tuning)")
     p.add_argument("--atoms", type=int, choices=[128, 256], default=256, help="D3: dictionary size p (D3-128, D3-256)")
     p.add_argument("--d3-init", choices=["sparse", "frame", "random"], default="sparse",
                    help="D3: start from dictionaries learned on the first training patches (the paper), a frame, or random")

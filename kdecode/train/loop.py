@@ -86,6 +86,9 @@ class TrainConfig:
     augment: str | None = None
     #: the registry name the weights ship under (default ``model``): ``d3_128`` is D3 with p = 128
     name: str | None = None
+    #: DMCNN: weight of eq. (7)'s side terms (the 1/2 and 1/4 outputs, the DCT branch) against the
+    #: output's MSE; 1 is the paper's loss, 0 a last fine-tuning of the output alone
+    side_losses: float = 1.0
 
     @property
     def stem(self) -> str:
@@ -176,13 +179,15 @@ def _device_name(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
-def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, loss_fn, amp: bool, grad_clip: float | None = None
-               ) -> torch.Tensor:
+def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, loss_fn, amp: bool, grad_clip: float | None = None,
+               side_losses: float = 1.0) -> torch.Tensor:
     """One optimizer step on a batch (decoded float planes ``x``, originals ``y``, ``[N, 1, H, W]``);
-    returns its loss. The loss is the model's own where it has one (DMCNN's multi-scale loss), else
-    ``loss_fn`` on what ``restore`` computes, which validation and inference compute too."""
+    returns its loss. The loss is the model's own where it has one (DMCNN's multi-scale loss, its
+    side terms weighted by ``side_losses``), else ``loss_fn`` on what ``restore`` computes, which
+    validation and inference compute too."""
+    own = {"side_weight": side_losses} if side_losses != 1.0 else {}
     with torch.autocast(x.device.type, torch.bfloat16, enabled=amp):
-        loss = model.training_loss(x, y) if hasattr(model, "training_loss") else loss_fn(model.restore(x).float(), y)
+        loss = model.training_loss(x, y, **own) if hasattr(model, "training_loss") else loss_fn(model.restore(x).float(), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
@@ -261,7 +266,7 @@ def train(cfg: TrainConfig) -> dict:
         for group in opt.param_groups:
             group["lr"] = cfg.lr * _lr_factor(step, _progress(step, elapsed, cfg), cfg)
         x, y = sampler.sample(cfg.batch)
-        loss = train_step(model, opt, x, y, loss_fn, amp, cfg.grad_clip)
+        loss = train_step(model, opt, x, y, loss_fn, amp, cfg.grad_clip, cfg.side_losses)
         if ema is not None:
             ema.update_parameters(model)
         step += 1
@@ -325,7 +330,8 @@ def train(cfg: TrainConfig) -> dict:
             "scales": cfg.scales, "augmentation": AUGMENTATIONS[augment], "patch": cfg.patch, "batch": cfg.batch, "steps": step,
             "optimizer": f"Adam lr {cfg.lr} -> {cfg.lr_min} (warm-up {cfg.warmup}, cosine over "
                          + (f"{cfg.time_budget:.0f} s of training)" if cfg.time_budget else f"{cfg.steps} steps)"),
-            "loss": getattr(model, "loss_description", cfg.loss), "grad_clip": cfg.grad_clip, "mixed_precision": "bf16" if amp else "none",
+            "loss": getattr(model, "loss_description", cfg.loss)
+                    + (f", side terms weighted {cfg.side_losses:g}" if cfg.side_losses != 1.0 else ""), "grad_clip": cfg.grad_clip, "mixed_precision": "bf16" if amp else "none",
             "seed": cfg.seed, "init_from": Path(init_used).name if init_used else None,
             **({"weights": f"exponential moving average of the weights, decay {cfg.ema} (the last step's in "
                            "last_step/)"} if ema is not None else {}),
