@@ -163,6 +163,7 @@ def test_train_command_card_and_registry(tmp_path):
     assert train_main(args + ["--side-losses", "0", "--out", str(tmp_path / "run0")]) == 0
     assert json.loads((tmp_path / "run0" / "dmcnn_q20.json").read_text())["training"]["loss"].endswith("side terms weighted 0")
     assert train_main(["train", "--model", "arcnn"] + args[3:5] + ["--side-losses", "0"]) == 2
+    assert train_main(args + ["--side-losses", "-1"]) == 2
 
 
 def test_registered_without_weights_and_never_auto():

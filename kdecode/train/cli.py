@@ -57,8 +57,9 @@ def _cmd_train(args) -> int:
             arch_kwargs.update(dru=not args.no_dru)
         else:
             arch_kwargs.update(atoms=args.atoms, box=not args.no_box, init=args.d3_init)
-    if args.side_losses != 1.0 and args.model != "dmcnn":
-        print("error: --side-losses applies to dmcnn (the only model with side outputs)", file=sys.stderr)
+    if args.side_losses != 1.0 and (args.model != "dmcnn" or not 0 <= args.side_losses < float("inf")):
+        print("error: --side-losses applies to dmcnn (the only model with side outputs) and is a weight >= 0",
+              file=sys.stderr)
         return 2
     # D3-128 ships beside D3-256 (the registry's "d3") under its own name.
     name = "d3_128" if args.model == "d3" and args.atoms == 128 else None
