@@ -135,6 +135,7 @@ def test_train_command_card_and_registry(tmp_path, monkeypatch):
     args = ["train", "--model", "d3", "--quality", "20", "--atoms", "128", "--data-root", str(tmp_path),
             "--train-sets", "train", "--val-set", "val", "--val-images", "1", "--steps", "2", "--batch", "1",
             "--patch", "32", "--warmup", "1", "--d3-init", "frame", "--out", str(run), "-q"]
+    assert train_main(args + ["--loss", "l1"]) == 2  # D3 keeps its own loss (L2 + L_B)
     assert train_main(args) == 0
     card = json.loads((run / "d3_128_q20.json").read_text())  # D3-128 ships as "d3_128"
     assert card["model"] == "d3_128" and card["arch_kwargs"] == {"quality": 20, "atoms": 128, "box": True, "init": "frame"} and "L_B" in card["training"]["loss"]

@@ -147,6 +147,27 @@ def test_loss_is_eq7_and_its_side_terms_can_be_weighted():
     assert model.net.pixel.side2.weight.grad is None and model.net.r.grad is not None
 
 
+def test_psnr_loss_is_minus_the_mean_patch_psnr_and_replaces_the_output_term():
+    """``--loss psnr``: minus the mean of the metrics module's per-patch PSNRs (with the 50 dB
+    cap), as DMCNN's output term when its side terms are off, and refused beside them."""
+    from kdecode.metrics import psnr
+    from kdecode.train.loop import psnr_loss, train_step
+
+    x, target = training_pair([smooth_image(32, 32, seed=4), smooth_image(32, 32, seed=5)], 10)
+    mses = [10 ** (-psnr(t[0].numpy() * 255, o[0].numpy() * 255) / 10) for o, t in zip(x, target)]
+    assert abs(psnr_loss(x, target).item() - sum(10 * np.log10(m + 1e-5) for m in mses) / 2) < 1e-3
+    model = _model(quality=10)
+    with torch.no_grad():
+        assert torch.allclose(model.training_loss(x, target, side_weight=0, output_loss=psnr_loss),
+                              psnr_loss(model.restore(x), target), rtol=1e-5)
+        with pytest.raises(ValueError):
+            model.training_loss(x, target, output_loss=psnr_loss)
+    model.train()
+    loss = train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), x, target, psnr_loss, amp=False,
+                      side_losses=0.0)
+    assert -40 < loss.item() < -20
+
+
 def test_train_command_card_and_registry(tmp_path):
     _tiny_data(tmp_path)
     run = tmp_path / "run"
@@ -164,6 +185,10 @@ def test_train_command_card_and_registry(tmp_path):
     assert json.loads((tmp_path / "run0" / "dmcnn_q20.json").read_text())["training"]["loss"].endswith("side terms weighted 0")
     assert train_main(["train", "--model", "arcnn"] + args[3:5] + ["--side-losses", "0"]) == 2
     assert train_main(args + ["--side-losses", "-1"]) == 2
+    assert train_main(args + ["--loss", "psnr"]) == 2  # eq. 7's MSE terms and a log loss do not mix
+    assert train_main(args + ["--side-losses", "0", "--loss", "psnr", "--out", str(tmp_path / "run1")]) == 0
+    assert json.loads((tmp_path / "run1" / "dmcnn_q20.json").read_text())["training"]["loss"].endswith(
+        "side terms weighted 0, output term psnr")
 
 
 def test_registered_without_weights_and_never_auto():

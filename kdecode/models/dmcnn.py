@@ -172,13 +172,17 @@ class DMCNN(CoefficientRestorer):
         with self.autocast(blocks.device.type):
             return self.tiled(lambda b, q: self.net(b, q, intervals=self.interval_blocks(b, q))[0], blocks, qtable)
 
-    def training_loss(self, plane: torch.Tensor, target: torch.Tensor, side_weight: float = 1.0) -> torch.Tensor:
+    def training_loss(self, plane: torch.Tensor, target: torch.Tensor, side_weight: float = 1.0,
+                      output_loss=F.mse_loss) -> torch.Tensor:
         """Eq. (7) for float decoded planes and originals ``[N, 1, H, W]`` (H, W multiples of 8:
         the block-aligned training patches). ``side_weight`` scales the terms other than the
-        output's MSE (1: the paper's loss; 0: the output alone, which is what PSNR measures)."""
+        output's MSE (1: the paper's loss; 0: the output alone, which is what PSNR measures, with
+        ``output_loss`` in place of its MSE)."""
         target = target.float()
         if side_weight == 0:
-            return F.mse_loss(self.net(*self.plane_blocks(plane))[0], target)
+            return output_loss(self.net(*self.plane_blocks(plane))[0], target)
+        if output_loss is not F.mse_loss:
+            raise ValueError("another output loss than eq. 7's MSE needs side_weight 0")
         *outputs, plane_d = self.net(*self.plane_blocks(plane), side_outputs=True)
         loss = side_weight * LAMBDA * F.mse_loss(plane_d, target)
         for i, (s, out) in enumerate(zip(SCALES, outputs)):

@@ -61,6 +61,10 @@ def _cmd_train(args) -> int:
         print("error: --side-losses applies to dmcnn (the only model with side outputs) and is a weight >= 0",
               file=sys.stderr)
         return 2
+    if recipe["loss"] != "mse" and (args.model == "d3" or (args.model == "dmcnn" and args.side_losses != 0)):
+        print("error: --loss replaces the MSE of models with their own loss only for DMCNN's output term "
+              "alone (--side-losses 0)", file=sys.stderr)
+        return 2
     # D3-128 ships beside D3-256 (the registry's "d3") under its own name.
     name = "d3_128" if args.model == "d3" and args.atoms == 128 else None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -177,7 +181,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--lr-min", type=float, default=1e-5)
     p.add_argument("--warmup", type=int, default=500)
-    p.add_argument("--loss", choices=["mse", "l1"])
+    p.add_argument("--loss", choices=["mse", "l1", "psnr"],
+                   help="mse, l1, or psnr: minus the mean patch PSNR, the test sets' figure (DMCNN: the "
+                        "output term, with --side-losses 0; D3 keeps its own loss)")
     p.add_argument("--grad-clip", type=float)
     p.add_argument("--iterations", type=int, default=20, help="DCSC: LISTA iterations R")
     p.add_argument("--input", choices=["quantized", "dequantized"], default="quantized",
