@@ -200,8 +200,8 @@ def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, loss_fn, amp: bool,
     that is not the MSE), else ``loss_fn`` on what ``restore`` computes, which validation and
     inference compute too."""
     own = {"side_weight": side_losses} if side_losses != 1.0 else {}
-    if loss_fn not in (None, torch.nn.functional.mse_loss) and hasattr(model, "training_loss"):
-        own["output_loss"] = loss_fn
+    if loss_fn not in (None, torch.nn.functional.mse_loss):
+        own["output_loss"] = loss_fn  # a model's own loss that takes none refuses it (a TypeError)
     with torch.autocast(x.device.type, torch.bfloat16, enabled=amp):
         loss = model.training_loss(x, y, **own) if hasattr(model, "training_loss") else loss_fn(model.restore(x).float(), y)
     opt.zero_grad(set_to_none=True)
