@@ -93,3 +93,32 @@ def test_restatus_rejects_a_card_name(ship):
     # status stale after `kdecode eval --update-card`.
     with pytest.raises(SystemExit, match="not a card: 'hrcnn'"):
         ship.restatus("hrcnn_q10")
+
+
+def test_average_of_stages_records_each_stage_and_the_choice(ship, tmp_path):
+    """--stages: a run and the stages it continued from (another start, loss and schedule) ship
+    as their mean; the card lists each stage and what chose the mean."""
+    first = _run(tmp_path / "s1", 1, {"w": torch.tensor([1.0, 3.0])}, steps=500, loss="mse",
+                 optimizer="Adam lr 0.0001 -> 1e-05 (warm-up 50, cosine over 7200 s)")
+    last = _run(tmp_path / "s2", 2, {"w": torch.tensor([2.0, 5.0])}, steps=300, loss="mse, output term psnr",
+                init_from="s1.safetensors", optimizer="Adam lr 5e-05 -> 1e-05 (warm-up 50, cosine over 6000 s)")
+    with pytest.raises(SystemExit, match="not a sibling"):
+        ship.main([str(last), "--average", str(first)])
+    with pytest.raises(SystemExit):  # the choice must be recorded
+        ship.main([str(last), "--average", str(first), "--stages"])
+    ship.main([str(last), "--average", str(first), "--stages", "--chosen-on", "BSD68: 28.44 vs 28.43"])
+    assert torch.equal(load_file(str(tmp_path / "weights" / "hrcnn_q10.safetensors"))["w"], torch.tensor([1.5, 4.0]))
+    card = json.loads((tmp_path / "weights" / "hrcnn_q10.json").read_text())
+    average = card["training"]["weight_average"]
+    assert [(r["run"], r["init_from"], r["loss"]) for r in average["runs"]] == [
+        ("s2", "s1.safetensors", "mse, output term psnr"), ("s1", "hrcnn_q10.safetensors", "mse")]
+    assert average["chosen_on"] == "BSD68: 28.44 vs 28.43" and "one line of training" in average["how"]
+    assert "mean of 2 stages" in card["status"]
+
+
+def test_average_of_stages_refuses_other_data(ship, tmp_path):
+    first = _run(tmp_path / "s1", 1, {"w": torch.zeros(2)}, patch=112)
+    last = _run(tmp_path / "s2", 2, {"w": torch.zeros(2)}, patch=64)
+    with pytest.raises(SystemExit, match="not a stage"):
+        ship.main([str(last), "--average", str(first), "--stages", "--chosen-on", "BSD68"])
+    assert not (tmp_path / "weights" / "hrcnn_q10.safetensors").exists()

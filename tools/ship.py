@@ -2,8 +2,8 @@
 record of how they came to be, and the verdict against the issue's figures.
 
     python tools/ship.py RUN_DIR [--history EARLIER_RUN_DIR ...] [--continues SHIPPED_CARD]
-                         [--ablation NAME=RUN_DIR:WHAT] [--average SIBLING_RUN_DIR ...] [--half]
-                         [--note TEXT]
+                         [--ablation NAME=RUN_DIR:WHAT] [--average RUN_DIR ... [--stages]]
+                         [--chosen-on TEXT] [--half] [--note TEXT]
     python tools/ship.py --restatus MODEL     (the verdict again, after `kdecode eval --update-card`)
 
 - ``--history``: the training records of the stages before this run (easy-to-hard transfer,
@@ -17,6 +17,12 @@ record of how they came to be, and the verdict against the issue's figures.
   rate and the schedule's length may differ): ship the mean of all their weights (so that no single run is picked by its
   test-set figures); the card keeps RUN_DIR's training record and lists every averaged run
   (seed, optimizer, steps, wall time, validation) under ``training.weight_average``;
+- ``--stages``: the averaged runs are stages of RUN_DIR's own line of training instead (the runs
+  it continued from, and runs that branched from one of them with another seed, loss or
+  schedule): a tail average across stages, as stochastic weight averaging does within one run.
+  Their starts, losses and schedules differ; the model, data, patch, batch and augmentation must
+  agree. Which mean ships is a choice, so ``--chosen-on`` records what chose it (a validation set
+  outside the issue's figures, and what each candidate measured there);
 - ``--half``: store the weights as float16 (half the bytes; the model computes in float32). The
   card's metrics were measured on the float32 weights: run ``kdecode eval --update-card`` on
   the shipped file afterwards, so that the card holds what the shipped file gives;
@@ -58,9 +64,10 @@ def status(card: dict, siblings_final: bool = True) -> str:
         if siblings_final:
             return "final (no figure of its own at this quality; its siblings reach theirs)"
         short.append("no figure at this quality; the same recipe falls short at the qualities that have one")
-    averaged = card["training"].get("weight_average", {}).get("runs", [])
+    average = card["training"].get("weight_average", {})
+    averaged = average.get("runs", [])
     last = f"{card['training']['wall_time_s'] / 60:.0f} min in its last stage" + \
-        (f", mean of {len(averaged)} such runs" if averaged else "")
+        (f", mean of {len(averaged)} {'stages' if average.get('stages') else 'such runs'}" if averaged else "")
     return "final" if not short else "not final: " + "; ".join(short) + f" ({card['training']['device']}, {last})"
 
 
@@ -82,10 +89,16 @@ def main(argv=None) -> None:
     p.add_argument("--continues", type=Path, help="the card of the shipped weights the run started from")
     p.add_argument("--stage-name", default="earlier stage", help="the label of that card's training in the history")
     p.add_argument("--ablation", action="append", default=[], help="NAME=RUN_DIR:WHAT")
-    p.add_argument("--average", type=Path, nargs="+", default=[], metavar="SIBLING_RUN_DIR")
+    p.add_argument("--average", type=Path, nargs="+", default=[], metavar="RUN_DIR")
+    p.add_argument("--stages", action="store_true", help="--average's runs are earlier stages and branches of RUN")
+    p.add_argument("--chosen-on", help="what chose this mean: validation set and figures")
     p.add_argument("--half", action="store_true")
     p.add_argument("--note")
     args = p.parse_args(argv)
+    if (args.stages or args.chosen_on) and not args.average:
+        p.error("--stages and --chosen-on describe an --average")
+    if args.stages and not args.chosen_on:
+        p.error("--stages needs --chosen-on: a mean of stages is picked among several, and the card says how")
     if args.restatus:
         restatus(args.restatus)
         return
@@ -112,7 +125,7 @@ def main(argv=None) -> None:
 
         state = load_file(str(weights))
         if args.average:
-            state = _average(card, state, args.run, args.average)
+            state = _average(card, state, args.run, args.average, args.stages, args.chosen_on)
         if args.half:
             state = {k: v.half() for k, v in state.items()}
             card["storage"] = "float16 weights (computed in float32)"
@@ -133,28 +146,46 @@ def _schedule(optimizer: str | None) -> str | None:
     return re.sub(r"\bover [0-9.]+ (s|steps)\b", "over *", re.sub(r"\blr [0-9.e+-]+ ->", "lr * ->", optimizer))
 
 
-def _average(card: dict, state: dict, run: Path, siblings: list[Path]) -> dict:
-    """The mean of ``state`` and the siblings' weights (float64 sums), recorded in ``card``."""
+def _average(card: dict, state: dict, run: Path, others: list[Path], stages: bool = False,
+             chosen_on: str | None = None) -> dict:
+    """The mean of ``state`` and the other runs' weights (float64 sums), recorded in ``card``:
+    siblings (same start and recipe), or with ``stages`` runs of one line of training."""
     from safetensors.torch import load_file
 
     runs = [(run, card, state)]
-    for sibling in siblings:
+    for sibling in others:
         other, other_path = _record(sibling)
-        recipe = ("init_from", "batch", "patch", "loss", "augmentation")
+        if stages:
+            # A line of training changes its start, loss and schedule from stage to stage; what
+            # the weights were fitted to (data, patch, batch, symmetries) stays.
+            recipe = ("data", "scales", "batch", "patch", "augmentation")
+        else:
+            recipe = ("init_from", "batch", "patch", "loss", "augmentation")
         if any(other.get(k) != card.get(k) for k in ("model", "arch_kwargs", "qualities")) or \
                 any(other["training"].get(k) != card["training"].get(k) for k in recipe) or \
-                _schedule(other["training"].get("optimizer")) != _schedule(card["training"].get("optimizer")):
+                (not stages and _schedule(other["training"].get("optimizer")) != _schedule(card["training"].get("optimizer"))):
+            if stages:
+                raise SystemExit(f"{sibling}: not a stage of {run}'s training (model, architecture, qualities, "
+                                 "data, patch, batch or augmentation differ)")
             raise SystemExit(f"{sibling}: not a sibling of {run} (model, architecture, qualities, start or recipe differ)")
         other_state = load_file(str(other_path.with_suffix(".safetensors")))
         if {k: v.shape for k, v in other_state.items()} != {k: v.shape for k, v in state.items()}:
             raise SystemExit(f"{sibling}: its tensors differ from {run}'s")
         runs.append((sibling, other, other_state))
+    if stages:
+        how = (f"arithmetic mean of the weights of {len(runs)} runs of one line of training (stages, each started "
+               "from an earlier one's weights, or branches from one of them; starts, losses and schedules differ)")
+    else:
+        how = (f"arithmetic mean of the weights of {len(runs)} runs from the same start and recipe (other seeds; "
+               "the peak learning rate and the schedule's length may differ)")
+    keys = ("seed", "init_from", "optimizer", "loss", "steps", "wall_time_s", "validation") if stages else \
+        ("seed", "optimizer", "steps", "wall_time_s", "validation")
     card["training"]["weight_average"] = {
-        "how": f"arithmetic mean of the weights of {len(runs)} runs from the same start and recipe (other seeds; "
-               "the peak learning rate and the schedule's length may differ)",
-        "runs": [{"run": r.name, **{k: c["training"].get(k) for k in ("seed", "optimizer", "steps", "wall_time_s",
-                                                                       "validation")}}
-                 for r, c, _ in runs]}
+        "how": how, "runs": [{"run": r.name, **{k: c["training"].get(k) for k in keys}} for r, c, _ in runs]}
+    if stages:
+        card["training"]["weight_average"]["stages"] = True
+    if chosen_on:
+        card["training"]["weight_average"]["chosen_on"] = chosen_on
     return {k: (sum(s[k].double() for _, _, s in runs) / len(runs)).to(v.dtype) for k, v in state.items()}
 
 
