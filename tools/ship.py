@@ -152,40 +152,34 @@ def _average(card: dict, state: dict, run: Path, others: list[Path], stages: boo
     siblings (same start and recipe), or with ``stages`` runs of one line of training."""
     from safetensors.torch import load_file
 
+    if stages:
+        # A line of training changes its start, loss and schedule from stage to stage; what the
+        # weights were fitted to (data, patch, batch, symmetries) stays.
+        recipe, same_schedule = ("data", "scales", "batch", "patch", "augmentation"), False
+        refusal = "not a stage of {run}'s training (model, architecture, qualities, data, patch, batch or augmentation differ)"
+        how = ("runs of one line of training (stages, each started from an earlier one's weights, or branches from "
+               "one of them; starts, losses and schedules differ)")
+        keys = ("seed", "init_from", "optimizer", "loss", "steps", "wall_time_s", "validation")
+    else:
+        recipe, same_schedule = ("init_from", "batch", "patch", "loss", "augmentation"), True
+        refusal = "not a sibling of {run} (model, architecture, qualities, start or recipe differ)"
+        how = "runs from the same start and recipe (other seeds; the peak learning rate and the schedule's length may differ)"
+        keys = ("seed", "optimizer", "steps", "wall_time_s", "validation")
     runs = [(run, card, state)]
     for sibling in others:
         other, other_path = _record(sibling)
-        if stages:
-            # A line of training changes its start, loss and schedule from stage to stage; what
-            # the weights were fitted to (data, patch, batch, symmetries) stays.
-            recipe = ("data", "scales", "batch", "patch", "augmentation")
-        else:
-            recipe = ("init_from", "batch", "patch", "loss", "augmentation")
         if any(other.get(k) != card.get(k) for k in ("model", "arch_kwargs", "qualities")) or \
                 any(other["training"].get(k) != card["training"].get(k) for k in recipe) or \
-                (not stages and _schedule(other["training"].get("optimizer")) != _schedule(card["training"].get("optimizer"))):
-            if stages:
-                raise SystemExit(f"{sibling}: not a stage of {run}'s training (model, architecture, qualities, "
-                                 "data, patch, batch or augmentation differ)")
-            raise SystemExit(f"{sibling}: not a sibling of {run} (model, architecture, qualities, start or recipe differ)")
+                (same_schedule and _schedule(other["training"].get("optimizer")) != _schedule(card["training"].get("optimizer"))):
+            raise SystemExit(f"{sibling}: " + refusal.format(run=run))
         other_state = load_file(str(other_path.with_suffix(".safetensors")))
         if {k: v.shape for k, v in other_state.items()} != {k: v.shape for k, v in state.items()}:
             raise SystemExit(f"{sibling}: its tensors differ from {run}'s")
         runs.append((sibling, other, other_state))
-    if stages:
-        how = (f"arithmetic mean of the weights of {len(runs)} runs of one line of training (stages, each started "
-               "from an earlier one's weights, or branches from one of them; starts, losses and schedules differ)")
-    else:
-        how = (f"arithmetic mean of the weights of {len(runs)} runs from the same start and recipe (other seeds; "
-               "the peak learning rate and the schedule's length may differ)")
-    keys = ("seed", "init_from", "optimizer", "loss", "steps", "wall_time_s", "validation") if stages else \
-        ("seed", "optimizer", "steps", "wall_time_s", "validation")
     card["training"]["weight_average"] = {
-        "how": how, "runs": [{"run": r.name, **{k: c["training"].get(k) for k in keys}} for r, c, _ in runs]}
-    if stages:
-        card["training"]["weight_average"]["stages"] = True
-    if chosen_on:
-        card["training"]["weight_average"]["chosen_on"] = chosen_on
+        "how": f"arithmetic mean of the weights of {len(runs)} {how}",
+        "runs": [{"run": r.name, **{k: c["training"].get(k) for k in keys}} for r, c, _ in runs],
+        **({"stages": True} if stages else {}), **({"chosen_on": chosen_on} if chosen_on else {})}
     return {k: (sum(s[k].double() for _, _, s in runs) / len(runs)).to(v.dtype) for k, v in state.items()}
 
 
