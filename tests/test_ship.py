@@ -95,7 +95,7 @@ def test_restatus_rejects_a_card_name(ship):
         ship.restatus("hrcnn_q10")
 
 
-def test_average_of_stages_records_each_stage_and_the_choice(ship, tmp_path):
+def test_average_of_stages_records_each_stage_and_the_choice(ship, tmp_path, capsys):
     """--stages: a run and the stages it continued from (another start, loss and schedule) ship
     as their mean; the card lists each stage and what chose the mean."""
     first = _run(tmp_path / "s1", 1, {"w": torch.tensor([1.0, 3.0])}, steps=500, loss="mse",
@@ -104,8 +104,10 @@ def test_average_of_stages_records_each_stage_and_the_choice(ship, tmp_path):
                 init_from="s1.safetensors", optimizer="Adam lr 5e-05 -> 1e-05 (warm-up 50, cosine over 6000 s)")
     with pytest.raises(SystemExit, match="not a sibling"):
         ship.main([str(last), "--average", str(first)])
-    with pytest.raises(SystemExit):  # the choice must be recorded
+    with pytest.raises(SystemExit) as refused:  # the choice must be recorded
         ship.main([str(last), "--average", str(first), "--stages"])
+    assert refused.value.code == 2 and "--stages needs --chosen-on" in capsys.readouterr().err
+    assert not (tmp_path / "weights" / "hrcnn_q10.safetensors").exists()
     ship.main([str(last), "--average", str(first), "--stages", "--chosen-on", "BSD68: 28.44 vs 28.43"])
     assert torch.equal(load_file(str(tmp_path / "weights" / "hrcnn_q10.safetensors"))["w"], torch.tensor([1.5, 4.0]))
     card = json.loads((tmp_path / "weights" / "hrcnn_q10.json").read_text())
