@@ -131,8 +131,12 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     import PIL
 
-    return (f"{cpu}, {os.cpu_count()} cores; {gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"Pillow {PIL.__version__}")
+    from kdecode.models.base import compute_info
+
+    # The vector units decide the CPU figures: AVX2 or AVX-512, and whether bf16 is native.
+    compute = compute_info()
+    return (f"{cpu}, {os.cpu_count()} cores ({compute['cpu']}, bf16 {compute['cpu_bf16'].split()[0]}); {gpu}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}, Pillow {PIL.__version__}")
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:

@@ -15,8 +15,9 @@ def _cmd_info(args) -> int:
 
     if args.backend:
         from .jpeg import backend_info
+        from .models.base import compute_info
 
-        info = backend_info()
+        info = {**backend_info(), **compute_info()}
         print(json.dumps(info) if args.json else "\n".join(f"{k}: {v}" for k, v in info.items()))
     elif not args.files:
         print("error: give JPEG files (or --backend)", file=sys.stderr)

@@ -64,7 +64,8 @@ def decode(src: Source, model: str | None = "auto", device=None, output: str = "
     CHW tensor on ``device``). ``read_options`` go to :func:`read_coefficients`
     (``max_pixels``, ``allow_truncated``).
     ``precision="bfloat16"`` runs a model's learned layers in bf16 (faster on a GPU's tensor
-    cores; the README's quality table gives what it costs); the exact decode is unaffected.
+    cores and a CPU with AMX; several times slower on a CPU without bf16 arithmetic, where it
+    warns; the README's quality table gives what it costs); the exact decode is unaffected.
     ``flips=2`` or ``4``: the model also restores the image mirrored left-right (and upside
     down) and the results are averaged, for a little more quality at 2x or 4x the model's time
     (:attr:`~kdecode.models.Decoder.flips`; the README's quality table gives what it gains).

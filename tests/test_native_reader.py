@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import kdecode
 from kdecode.errors import CorruptJpegError, KdecodeError, UnsupportedJpegError
@@ -266,7 +267,11 @@ def test_cli_info_backend(capsys, monkeypatch):
     from kdecode.cli import main
 
     assert main(["info", "--backend", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["reader"] == "native"
+    info = json.loads(capsys.readouterr().out)
+    assert info["reader"] == "native"
+    # what the models run on: the CPU's vector units (torch's dispatch level) and its bf16
+    assert info["cpu"] == torch.backends.cpu.get_cpu_capability() and info["cpu_bf16"].split()[0] in (
+        "native", "emulated", "unknown")
     monkeypatch.setenv("KDECODE_READER", "jpeglib")
     reader.set_backend(None)
     try:

@@ -16,6 +16,10 @@ from zoo_helpers import jpeg, smooth_image
 COLOR = jpeg(smooth_image(40, 56, color=True), 20)
 GRAY = jpeg(smooth_image(48, 64), 10)
 
+# bf16 on a CPU without bf16 arithmetic warns that float32 is faster (tested below); the
+# other tests here run bf16 on whatever CPU runs them.
+pytestmark = pytest.mark.filterwarnings("ignore:.*no bf16 arithmetic:RuntimeWarning")
+
 
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
@@ -87,3 +91,21 @@ def test_load_model_sets_precision_and_models_are_cached_per_precision():
     a = decoder_for(coeffs, "fast_arcnn", None, RunOptions("bfloat16"))
     b = decoder_for(coeffs, "fast_arcnn", None, RunOptions("float32"))
     assert a is not b and a.precision == "bfloat16" and b.precision == "float32"
+
+
+@pytest.mark.parametrize("native", [True, False, None])
+def test_bfloat16_on_a_cpu_without_bf16_arithmetic_warns(monkeypatch, native):
+    """Where the CPU would emulate bf16 (no AVX512-BF16 or AMX: several times slower than
+    float32), asking for it warns and still decodes; where it has them, or torch cannot tell, not."""
+    import warnings
+
+    import kdecode.models.base as base
+
+    monkeypatch.setattr(base, "native_bf16", lambda device_type: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = kdecode.decode(GRAY, model="fast_arcnn", output="numpy", precision="bfloat16")
+    emulated = [w for w in caught if issubclass(w.category, RuntimeWarning) and "no bf16 arithmetic" in str(w.message)]
+    assert out.shape == (48, 64)
+    assert bool(emulated) == (native is False)
+    assert all("fast_arcnn" in str(w.message) and "float32" in str(w.message) for w in emulated)

@@ -126,7 +126,13 @@ def test_train_resume_and_card(tmp_path):
 @pytest.mark.parametrize("amp, dtype, recorded", [("auto", torch.float32, "none"), ("on", torch.bfloat16, "bf16")])
 def test_amp_on_the_cpu(tmp_path, monkeypatch, amp, dtype, recorded):
     """--amp: "auto" keeps a CPU run in float32; "on" runs its training steps' convolutions in
-    bf16 (autocast, as on a GPU), and the card says which."""
+    bf16 (autocast, as on a GPU), and the card says which; on a CPU without bf16 arithmetic
+    (emulated here, whatever this machine has) "on" warns that float32 is faster."""
+    import warnings
+
+    import kdecode.models.base as base
+
+    monkeypatch.setattr(base, "native_bf16", lambda device_type: False)
     seen = []
     conv = torch.nn.Conv2d.forward
 
@@ -141,9 +147,13 @@ def test_amp_on_the_cpu(tmp_path, monkeypatch, amp, dtype, recorded):
     cfg = TrainConfig(model="fast_arcnn", qualities=[20], out=str(tmp_path / "run"), data_root=str(tmp_path),
                       train_sets=["train"], val_set=None, steps=2, batch=2, patch=32, warmup=1,
                       checkpoint_every=10, progress=False, device="cpu", amp=amp)
-    card = train(cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        card = train(cfg)
     assert seen and set(seen) == {dtype}
     assert card["training"]["mixed_precision"] == recorded
+    emulated = [w for w in caught if issubclass(w.category, RuntimeWarning) and "no bf16 arithmetic" in str(w.message)]
+    assert len(emulated) == (amp == "on")
 
 
 def test_amp_rejects_other_values(tmp_path):

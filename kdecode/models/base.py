@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import platform
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -16,6 +18,39 @@ from ..pipeline import (component_blocks, decode_exact, decode_exact_many, decod
 
 #: what :meth:`Decoder.set_precision` accepts
 PRECISIONS = ("float32", "bfloat16")
+
+
+def native_bf16(device_type: str) -> bool | None:
+    """Whether this machine's ``device_type`` ("cpu" or "cuda") has bf16 arithmetic of its own:
+    CUDA GPUs do (tensor cores); an x86 CPU only with AVX512-BF16 or AMX. Without them torch
+    converts every bf16 operand to float32 and back, and a bf16 step is several times slower
+    than a float32 one (benchmarks/results/train_step_cpu_avx2.md). None where torch cannot tell
+    (CPUs other than x86, torch builds without these probes)."""
+    if device_type != "cpu":
+        return True
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686") or None in probes:
+        return None
+    return any(probe() for probe in probes)
+
+
+def compute_info() -> dict:
+    """What the learned layers run on here (``kdecode info --backend``, the benchmarks' headers):
+    the CPU's vector units as torch dispatches to them, whether bf16 is native there, the GPU."""
+    bf16 = {True: "native", False: "emulated (float32 is faster)", None: "unknown"}[native_bf16("cpu")]
+    return {"cpu": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": bf16,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
+
+
+def warn_if_emulated_bf16(device_type: str, what: str) -> None:
+    """A RuntimeWarning (once per caller) when bf16 was asked for on a CPU that would emulate it."""
+    if native_bf16(device_type) is False:
+        warnings.warn(f"{what}: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 arithmetic "
+                      "(AVX512-BF16 or AMX), so bf16 runs several times slower than float32 here "
+                      "(benchmarks/results/train_step_cpu_avx2.md): use float32 here",
+                      RuntimeWarning, stacklevel=3)
+
+
 #: the flip ensemble's grids, in order: as is, left-right, upside down, both (rows, columns)
 FLIPS = ((False, False), (False, True), (True, False), (True, True))
 #: what :meth:`Decoder.set_flips` accepts
@@ -70,6 +105,7 @@ class Decoder(nn.Module):
         """The context the learned layers run in: bf16 autocast for ``precision="bfloat16"``;
         otherwise none of its own, so training's autocast (or a caller's) still applies."""
         if self.precision == "bfloat16":
+            warn_if_emulated_bf16(device_type, f"{self.name}: precision='bfloat16'")
             return torch.autocast(device_type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 

@@ -205,7 +205,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--device")
     p.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
                    help="bf16 autocast for the training steps: auto = on CUDA only; on = also on the CPU "
-                        "(several times faster where it has AMX); off = float32")
+                        "(several times faster where it has AMX, several times slower where it has no bf16 arithmetic, "
+                        "with a warning); off = float32")
     p.add_argument("--checkpoint-every", type=int, default=1000)
     p.add_argument("--val-every", type=int, default=2000)
     p.add_argument("--max-time", type=float, help="seconds; stop and checkpoint after this (resume later)")

@@ -22,6 +22,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..metrics import psnr
+from ..models.base import warn_if_emulated_bf16
 from ..models.registry import build
 from .data import AUGMENTATIONS, PatchSampler, decoded_plane, image_files, luma, prepare_pairs
 
@@ -68,7 +69,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     #: bf16 autocast: "auto" on CUDA only; "on" on the CPU too (where it has AMX, 2.0-3.6x faster
-    #: steps for the convolutional models: benchmarks/train_step.py); "off" float32 everywhere
+    #: steps for the convolutional models; where it has neither AMX nor AVX512-BF16, 8-11x slower,
+    #: and a warning says so: benchmarks/train_step.py); "off" float32 everywhere
     amp: str = "auto"
     grad_clip: float | None = None
     checkpoint_every: int = 1000
@@ -226,6 +228,8 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.amp not in ("auto", "on", "off"):
         raise ValueError(f"TrainConfig.amp must be 'auto', 'on' or 'off', not {cfg.amp!r}")
     amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
+    if amp:
+        warn_if_emulated_bf16(device.type, f"kdecode train --amp {cfg.amp}")
 
     model = build(cfg.model, **cfg.arch_kwargs).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
