@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 import warnings
 from typing import NamedTuple
@@ -20,6 +21,7 @@ from ..pipeline import (component_blocks, decode_exact, decode_exact_many, decod
 PRECISIONS = ("float32", "bfloat16")
 
 
+@functools.lru_cache(maxsize=None)  # read once: Decoder.autocast asks on every forward
 def native_bf16(device_type: str) -> bool | None:
     """Whether this machine's ``device_type`` ("cpu" or "cuda") has bf16 arithmetic of its own:
     CUDA GPUs do (tensor cores); an x86 CPU only with AVX512-BF16 or AMX. Without them torch
