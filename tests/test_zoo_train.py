@@ -98,6 +98,30 @@ def test_prepare_pairs_caches(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(inputs[10], inputs2[10]))
 
 
+def test_transposed_files_are_compressed_after_the_transpose(tmp_path):
+    """``flips+transposed`` gives a coefficient model transposed content as real files: the
+    original is transposed, then compressed, so its decode has integer steps of the table,
+    unlike the transposed decode (the ``dihedral`` patches)."""
+    _tiny_data(tmp_path)
+    targets, inputs = prepare_pairs([tmp_path / "train"], [10], cache_dir=tmp_path / "c", progress=False)
+    both, inputs2 = prepare_pairs([tmp_path / "train"], [10], cache_dir=tmp_path / "c", progress=False,
+                                  transposed=True)
+    n = len(targets)
+    assert len(both) == len(inputs2[10]) == 2 * n
+    assert all(np.array_equal(a, b) for a, b in zip(targets, both[:n]))
+    assert all(np.array_equal(a, b) for a, b in zip(inputs[10], inputs2[10][:n]))
+    for k in range(n):
+        assert np.array_equal(both[n + k], targets[k].T)
+        decoded = torch.from_numpy(inputs2[10][n + k])[None, None] / 255.0
+        steps = _steps_of(decoded, 10)
+        assert (steps - steps.round()).abs().max() < 1e-3  # a file's decode
+        assert (_steps_of(torch.from_numpy(inputs[10][k].T.copy())[None, None] / 255.0, 10)
+                - steps).abs().max() > 0.1  # not the transposed decode
+    sampler = PatchSampler(both, inputs2, patch=32, device="cpu", seed=0, augment="flips+transposed")
+    off = _steps_of(sampler.sample(32)[0], 10)
+    assert (off - off.round()).abs().max() < 1e-3
+
+
 def test_train_resume_and_card(tmp_path):
     _tiny_data(tmp_path)
     cfg = TrainConfig(model="fast_arcnn", qualities=[20], out=str(tmp_path / "run"), data_root=str(tmp_path),

@@ -37,7 +37,7 @@
 # on dequantized input; "hrcnn_input_pair": q10 on both inputs from the IDCT start, the
 # input ablation for the ReLU network; DMCNN q20 -> q10 + no-DRU from scratch; D3-256 q10/q20
 # continued; "dmcnn_more": the shipped DMCNN q10/q20 continued), HRCNN_ACT=none|relu, HRCNN_LR=5e-4,
-# DMCNN_LR=3e-4, DMCNN_BATCH=80 (dmcnn_more), EMA (unset; e.g. 0.999: every run's --ema), HRCNN_FROM=kdecode/weights (HR-CNN continues the shipped weights of its
+# DMCNN_LR=3e-4, DMCNN_BATCH=80, DMCNN_AUGMENT=flips+transposed (dmcnn_more), EMA (unset; e.g. 0.999: every run's --ema), HRCNN_FROM=kdecode/weights (HR-CNN continues the shipped weights of its
 # quality with the same activation, else starts from the shipped q10 ones; unset: the IDCT
 # start), TRAIN_SETS=BSDS500/train,BSDS500/test,Train400 (Train400's full-range luma keeps the
 # runs from learning LIVE1_gray's [16, 235] range: docs/training_log.md, session 21),
@@ -205,10 +205,11 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
   if [[ $jobs == *" dmcnn_more "* ]]; then  # continue the shipped DMCNN weights, one run a quality
     # Batch 80, the paper's (Sec. 3.1): at batch 20 of 112x112 session 3's H100 ran 44 steps/s alone,
     # 11 MP/s, about 18 TFLOP/s for DMCNN's 1.65 MFLOP a pixel a training step (FlopCounterMode): a
-    # few percent of the GPU, the rest launch overhead. Four times the pixels a launch.
+    # few percent of the GPU, the rest launch overhead. Four times the pixels a launch. Transposed
+    # files beside the originals (session 44: one CPU stage +0.007 / +0.005 dB, ten times a flips-only stage).
     for q in 10 20; do
       { $K train --model dmcnn --quality $q --out "$R/dmcnn_q$q" --init-from "kdecode/weights/dmcnn_q$q.safetensors" \
-          --patch 112 --batch "${DMCNN_BATCH:-80}" --lr "${DMCNN_LR:-3e-4}" --warmup 100 --time-budget "$(left 60)" "${common[@]}" "${dry[@]}" \
+          --augment "${DMCNN_AUGMENT:-flips+transposed}" --patch 112 --batch "${DMCNN_BATCH:-80}" --lr "${DMCNN_LR:-3e-4}" --warmup 100 --time-budget "$(left 60)" "${common[@]}" "${dry[@]}" \
           >"$R/dmcnn_q$q.log" 2>&1
         run_eval "$R/dmcnn_q$q" dmcnn $q $( [ $q = 10 ] && echo nonijg ); } &
     done

@@ -79,10 +79,10 @@ def _cmd_train(args) -> int:
         max_time=args.max_time, time_budget=args.time_budget, ema=args.ema, augment=args.augment, workers=args.workers, cache_dir=args.cache_dir,
         progress=not args.quiet, name=name, side_losses=args.side_losses)
     if args.prepare_only:
-        from .data import prepare_pairs
+        from .data import TRANSPOSED_FILES, prepare_pairs
 
         prepare_pairs([Path(cfg.data_root) / s for s in cfg.train_sets], cfg.qualities, cfg.scales,
-                      cfg.workers, cfg.cache_dir, cfg.progress)
+                      cfg.workers, cfg.cache_dir, cfg.progress, transposed=cfg.augment in TRANSPOSED_FILES)
         return 0
     card = train(cfg)
     if not card:
@@ -172,9 +172,10 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--val-set", default="BSD68", help="validation set under --data-root ('' for none)")
     p.add_argument("--val-images", type=int, default=16)
     p.add_argument("--scales", default="1.0", help="comma-separated image scales (data augmentation)")
-    p.add_argument("--augment", choices=["flips", "dihedral"],
+    p.add_argument("--augment", choices=["flips", "dihedral", "flips+transposed"],
                    help="patch symmetries: flips, or flips and transposes (default: the model's: flips for "
-                        "models that read the coefficients, whose table a transpose breaks; dihedral for pixel models)")
+                        "models that read the coefficients, whose table a transpose breaks; dihedral for pixel models); "
+                        "flips+transposed: flips, and every image also transposed before compression (real files)")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch", type=int)
     p.add_argument("--patch", type=int, help="patch side (multiple of 8)")

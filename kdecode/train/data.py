@@ -60,10 +60,11 @@ def decoded_plane(y: np.ndarray, quality: int) -> np.ndarray:
     return component_plane(coeffs, 0, "cpu", exact=False).numpy().astype(np.float32)
 
 
-def _training_luma(path: Path, scale: float) -> np.ndarray:
+def _training_luma(path: Path, scale: float, transposed: bool = False) -> np.ndarray:
     y = luma(Image.open(path))
-    if y.shape[0] > y.shape[1]:
-        y = np.ascontiguousarray(y.T)  # landscape, so images of one size stack into one tensor
+    if (y.shape[0] > y.shape[1]) != transposed:
+        # landscape, so images of one size stack into one tensor (``transposed``: portrait)
+        y = np.ascontiguousarray(y.T)
     if scale != 1.0:
         h, w = y.shape
         size = (max(8, round(w * scale)), max(8, round(h * scale)))
@@ -73,8 +74,7 @@ def _training_luma(path: Path, scale: float) -> np.ndarray:
 
 
 def _targets_job(args):
-    path, scale = args
-    return _training_luma(path, scale)
+    return _training_luma(*args)
 
 
 def _inputs_job(args):
@@ -112,15 +112,18 @@ def _map(fn, jobs, workers: int, desc: str, progress: bool):
 
 
 def prepare_pairs(folders: list[str | Path], qualities: list[int], scales=(1.0,), workers: int = 0,
-                  cache_dir: str | Path | None = None, progress: bool = True):
+                  cache_dir: str | Path | None = None, progress: bool = True, transposed: bool = False):
     """Training pairs of every image of ``folders`` at every scale.
 
     Returns ``(targets, inputs)``: ``targets`` a list of uint8 ``[H, W]`` original luma planes
     (portrait images transposed, cropped to whole blocks), ``inputs[q]`` the float32 decoded
-    planes at quality ``q`` in the same order. With ``cache_dir``, each quality is stored once
+    planes at quality ``q`` in the same order. ``transposed``: every image also transposed
+    before it is compressed (the portrait copies follow the landscape ones), so that a model
+    reading the table sees transposed content as a real file. With ``cache_dir``, each quality is stored once
     as ``.npz`` there and shared by later runs (and by training processes running side by side)."""
     jobs = [(f, s) for s in scales for folder in folders for f in image_files(folder)]
-    key = hashlib.sha1(json.dumps([[str(f), s] for f, s in jobs]).encode()).hexdigest()[:12]
+    jobs += [(f, s, True) for f, s in jobs] if transposed else []
+    key = hashlib.sha1(json.dumps([[str(j[0]), *j[1:]] for j in jobs]).encode()).hexdigest()[:12]
     root = Path(cache_dir) if cache_dir else None
     targets = _cached(root / f"pairs-{key}-original.npz" if root else None,
                       lambda: _map(_targets_job, jobs, workers, "luma", progress))
@@ -133,7 +136,11 @@ def prepare_pairs(folders: list[str | Path], qualities: list[int], scales=(1.0,)
 
 #: the patch symmetries :class:`PatchSampler` draws from, with what a model card says of them
 AUGMENTATIONS = {"flips": "random horizontal and vertical flips (4 symmetries)",
-                 "dihedral": "random flips and transposes (8 symmetries)"}
+                 "dihedral": "random flips and transposes (8 symmetries)",
+                 "flips+transposed": "random horizontal and vertical flips, every image also transposed before "
+                                     "compression (8 symmetries, each patch a real file's decode)"}
+#: the augmentations whose transposes are of the originals, before compression (prepare_pairs)
+TRANSPOSED_FILES = {"flips+transposed"}
 
 
 class PatchSampler:
@@ -150,6 +157,9 @@ class PatchSampler:
     decode with that table: requantized, 4-10% of its nonzero coefficients move (LIVE1 q10)
     and every interval has the other frequency's width. Models that read the coefficients and
     the table learn from flips only; pixel models, which never see the table, may take both.
+    ``"flips+transposed"`` gives the coefficient models the transposes too, as files: the
+    planes hold each image transposed before compression (``prepare_pairs(transposed=True)``),
+    and the patches are flipped only.
     Images of equal size are stacked into one tensor; a patch's image is drawn with probability
     proportional to the image's area."""
 

@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..metrics import psnr
 from ..models.base import warn_if_emulated_bf16
 from ..models.registry import build
-from .data import AUGMENTATIONS, PatchSampler, decoded_plane, image_files, luma, prepare_pairs
+from .data import AUGMENTATIONS, TRANSPOSED_FILES, PatchSampler, decoded_plane, image_files, luma, prepare_pairs
 
 ARCH_DESCRIPTIONS = {
     "arcnn": "AR-CNN 64(9)-32(7)-16(1)-1(5), PReLU, residual output",
@@ -84,7 +84,7 @@ class TrainConfig:
     workers: int = 0
     cache_dir: str | None = None
     progress: bool = True
-    #: training patch symmetries, "flips" or "dihedral" (None: the model's own, ``model.augment``)
+    #: training patch symmetries, a key of :data:`AUGMENTATIONS` (None: the model's own, ``model.augment``)
     augment: str | None = None
     #: the registry name the weights ship under (default ``model``): ``d3_128`` is D3 with p = 128
     name: str | None = None
@@ -234,9 +234,9 @@ def train(cfg: TrainConfig) -> dict:
     model = build(cfg.model, **cfg.arch_kwargs).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     root = Path(cfg.data_root)
-    targets, inputs = prepare_pairs([root / s for s in cfg.train_sets], cfg.qualities, cfg.scales, cfg.workers,
-                                    cfg.cache_dir, cfg.progress)
     augment = cfg.augment or model.augment
+    targets, inputs = prepare_pairs([root / s for s in cfg.train_sets], cfg.qualities, cfg.scales, cfg.workers,
+                                    cfg.cache_dir, cfg.progress, transposed=augment in TRANSPOSED_FILES)
     sampler = PatchSampler(targets, inputs, cfg.patch, device, cfg.seed, augment)
     n_pixels = sum(t.size for t in targets)
     del targets, inputs
