@@ -206,7 +206,7 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
     # Batch 80, the paper's (Sec. 3.1): at batch 20 of 112x112 session 3's H100 ran 44 steps/s alone,
     # 11 MP/s, about 18 TFLOP/s for DMCNN's 1.65 MFLOP a pixel a training step (FlopCounterMode): a
     # few percent of the GPU, the rest launch overhead. Four times the pixels a launch. Transposed
-    # files beside the originals (session 44: one CPU stage +0.007 / +0.005 dB, ten times a flips-only stage).
+    # files beside the originals (session 44: one CPU stage +0.007 / +0.005 dB, more than six flips-only stages).
     for q in 10 20; do
       { $K train --model dmcnn --quality $q --out "$R/dmcnn_q$q" --init-from "kdecode/weights/dmcnn_q$q.safetensors" \
           --augment "${DMCNN_AUGMENT:-flips+transposed}" --patch 112 --batch "${DMCNN_BATCH:-80}" --lr "${DMCNN_LR:-3e-4}" --warmup 100 --time-budget "$(left 60)" "${common[@]}" "${dry[@]}" \
