@@ -48,8 +48,8 @@ def warn_if_emulated_bf16(device_type: str, what: str) -> None:
     """A RuntimeWarning (once per caller) when bf16 was asked for on a CPU that would emulate it."""
     if native_bf16(device_type) is False:
         warnings.warn(f"{what}: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 arithmetic "
-                      "(AVX512-BF16 or AMX), so bf16 runs several times slower than float32 here "
-                      "(benchmarks/results/train_step_cpu_avx2.md): use float32 here",
+                      "(AVX512-BF16 or AMX), so bf16 runs several times slower than float32 "
+                      "(benchmarks/results/train_step_cpu_avx2.md): use float32 on this CPU",
                       RuntimeWarning, stacklevel=3)
 
 

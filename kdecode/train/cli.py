@@ -8,6 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .data import AUGMENTATIONS, TRANSPOSED_FILES, prepare_pairs
+
 # Per-model defaults (the recipes the shipped weights were trained with, unless their card
 # says otherwise). Any of them can be overridden on the command line.
 RECIPES = {
@@ -79,8 +81,6 @@ def _cmd_train(args) -> int:
         max_time=args.max_time, time_budget=args.time_budget, ema=args.ema, augment=args.augment, workers=args.workers, cache_dir=args.cache_dir,
         progress=not args.quiet, name=name, side_losses=args.side_losses)
     if args.prepare_only:
-        from .data import TRANSPOSED_FILES, prepare_pairs
-
         prepare_pairs([Path(cfg.data_root) / s for s in cfg.train_sets], cfg.qualities, cfg.scales,
                       cfg.workers, cfg.cache_dir, cfg.progress, transposed=cfg.augment in TRANSPOSED_FILES)
         return 0
@@ -172,7 +172,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--val-set", default="BSD68", help="validation set under --data-root ('' for none)")
     p.add_argument("--val-images", type=int, default=16)
     p.add_argument("--scales", default="1.0", help="comma-separated image scales (data augmentation)")
-    p.add_argument("--augment", choices=["flips", "dihedral", "flips+transposed"],
+    p.add_argument("--augment", choices=list(AUGMENTATIONS),
                    help="patch symmetries: flips, or flips and transposes (default: the model's: flips for "
                         "models that read the coefficients, whose table a transpose breaks; dihedral for pixel models); "
                         "flips+transposed: flips, and every image also transposed before compression (real files)")
