@@ -96,12 +96,13 @@ def test_restatus_rejects_a_card_name(ship):
 
 
 def test_average_of_stages_records_each_stage_and_the_choice(ship, tmp_path, capsys):
-    """--stages: a run and the stages it continued from (another start, loss and schedule) ship
-    as their mean; the card lists each stage and what chose the mean."""
+    """--stages: a run and the stages it continued from (another start, loss, schedule and
+    copies of the files) ship as their mean; the card lists each stage and what chose the mean."""
     first = _run(tmp_path / "s1", 1, {"w": torch.tensor([1.0, 3.0])}, steps=500, loss="mse",
-                 optimizer="Adam lr 0.0001 -> 1e-05 (warm-up 50, cosine over 7200 s)")
+                 optimizer="Adam lr 0.0001 -> 1e-05 (warm-up 50, cosine over 7200 s)", augmentation="flips")
     last = _run(tmp_path / "s2", 2, {"w": torch.tensor([2.0, 5.0])}, steps=300, loss="mse, output term psnr",
-                init_from="s1.safetensors", optimizer="Adam lr 5e-05 -> 1e-05 (warm-up 50, cosine over 6000 s)")
+                init_from="s1.safetensors", optimizer="Adam lr 5e-05 -> 1e-05 (warm-up 50, cosine over 6000 s)",
+                augmentation="flips, files also transposed")
     with pytest.raises(SystemExit, match="not a sibling"):
         ship.main([str(last), "--average", str(first)])
     with pytest.raises(SystemExit) as refused:  # the choice must be recorded
@@ -112,8 +113,9 @@ def test_average_of_stages_records_each_stage_and_the_choice(ship, tmp_path, cap
     assert torch.equal(load_file(str(tmp_path / "weights" / "hrcnn_q10.safetensors"))["w"], torch.tensor([1.5, 4.0]))
     card = json.loads((tmp_path / "weights" / "hrcnn_q10.json").read_text())
     average = card["training"]["weight_average"]
-    assert [(r["run"], r["init_from"], r["loss"]) for r in average["runs"]] == [
-        ("s2", "s1.safetensors", "mse, output term psnr"), ("s1", "hrcnn_q10.safetensors", "mse")]
+    assert [(r["run"], r["init_from"], r["loss"], r["augmentation"]) for r in average["runs"]] == [
+        ("s2", "s1.safetensors", "mse, output term psnr", "flips, files also transposed"),
+        ("s1", "hrcnn_q10.safetensors", "mse", "flips")]
     assert average["chosen_on"] == "BSD68: 28.44 vs 28.43" and "one line of training" in average["how"]
     assert "mean of 2 stages" in card["status"]
 

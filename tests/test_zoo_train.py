@@ -16,7 +16,7 @@ from kdecode.models.hrcnn import HRCNN
 from kdecode.models.pixel import PixelRestorer
 from kdecode.ops import dct_blocks, plane_to_blocks
 from kdecode.pipeline import component_plane
-from kdecode.train.data import PatchSampler, decoded_plane, jpeg_bytes, luma, prepare_pairs
+from kdecode.train.data import FILE_COPIES, PatchSampler, decoded_plane, jpeg_bytes, luma, prepare_pairs
 from kdecode.train.loop import TrainConfig, train
 
 from zoo_helpers import need_data, smooth_image
@@ -120,6 +120,29 @@ def test_transposed_files_are_compressed_after_the_transpose(tmp_path):
     sampler = PatchSampler(both, inputs2, patch=32, device="cpu", seed=0, augment="flips+transposed")
     off = _steps_of(sampler.sample(32)[0], 10)
     assert (off - off.round()).abs().max() < 1e-3
+
+
+def test_shifted_files_move_the_coding_grid_under_the_content(tmp_path):
+    """``flips+transposed+shifted`` adds each file with the content cropped by 4 pixels before
+    compression: the target is the same content moved, the decode is a real file's (integer
+    steps of the table) and not the first file's decode moved (its grid was elsewhere)."""
+    _tiny_data(tmp_path)
+    targets, inputs = prepare_pairs([tmp_path / "train"], [10], cache_dir=tmp_path / "c", progress=False,
+                                    transposed=True)
+    four, inputs4 = prepare_pairs([tmp_path / "train"], [10], cache_dir=tmp_path / "c", progress=False,
+                                  **FILE_COPIES["flips+transposed+shifted"])
+    n = len(targets)
+    assert len(four) == len(inputs4[10]) == 2 * n
+    assert all(np.array_equal(a, b) for a, b in zip(inputs[10], inputs4[10][:n]))
+    for k in range(n):
+        moved, t = four[n + k], targets[k]
+        assert moved.shape[0] % 8 == 0 and moved.shape[1] % 8 == 0
+        h, w = min(moved.shape[0], t.shape[0] - 4), min(moved.shape[1], t.shape[1] - 4)
+        assert np.array_equal(moved[:h, :w], t[4:4 + h, 4:4 + w])
+        decoded = torch.from_numpy(inputs4[10][n + k])[None, None] / 255.0
+        steps = _steps_of(decoded, 10)
+        assert (steps - steps.round()).abs().max() < 1e-3  # a file's decode
+        assert np.abs(inputs4[10][n + k][:h, :w] - inputs[10][k][4:4 + h, 4:4 + w]).max() > 1  # another grid
 
 
 def test_train_resume_and_card(tmp_path):

@@ -20,8 +20,8 @@ record of how they came to be, and the verdict against the issue's figures.
 - ``--stages``: the averaged runs are stages of RUN_DIR's own line of training instead (the runs
   it continued from, and runs that branched from one of them with another seed, loss or
   schedule): a tail average across stages, as stochastic weight averaging does within one run.
-  Their starts, losses and schedules differ; the model, data, patch, batch and augmentation must
-  agree. Which mean ships is a choice, so ``--chosen-on`` records what chose it (a validation set
+  Their starts, losses, schedules and augmentations (copies of the files) differ; the model,
+  data, scales, patch and batch must agree. Which mean ships is a choice, so ``--chosen-on`` records what chose it (a validation set
   outside the issue's figures, and what each candidate measured there);
 - ``--half``: store the weights as float16 (half the bytes; the model computes in float32). The
   card's metrics were measured on the float32 weights: run ``kdecode eval --update-card`` on
@@ -153,13 +153,14 @@ def _average(card: dict, state: dict, run: Path, others: list[Path], stages: boo
     from safetensors.torch import load_file
 
     if stages:
-        # A line of training changes its start, loss and schedule from stage to stage; what the
-        # weights were fitted to (data, patch, batch, symmetries) stays.
-        recipe, same_schedule = ("data", "scales", "batch", "patch", "augmentation"), False
-        refusal = "not a stage of {run}'s training (model, architecture, qualities, data, patch, batch or augmentation differ)"
+        # A line of training changes its start, loss and schedule from stage to stage, and may
+        # add copies of its files (the augmentation: transposed, shifted before compression);
+        # the images, scales, patch and batch stay.
+        recipe, same_schedule = ("data", "scales", "batch", "patch"), False
+        refusal = "not a stage of {run}'s training (model, architecture, qualities, data, scales, patch or batch differ)"
         how = ("runs of one line of training (stages, each started from an earlier one's weights, or branches from "
-               "one of them; starts, losses and schedules differ)")
-        keys = ("seed", "init_from", "optimizer", "loss", "steps", "wall_time_s", "validation")
+               "one of them; starts, losses, schedules and file copies differ)")
+        keys = ("seed", "init_from", "optimizer", "loss", "augmentation", "steps", "wall_time_s", "validation")
     else:
         recipe, same_schedule = ("init_from", "batch", "patch", "loss", "augmentation"), True
         refusal = "not a sibling of {run} (model, architecture, qualities, start or recipe differ)"

@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .data import AUGMENTATIONS, TRANSPOSED_FILES, prepare_pairs
+from .data import AUGMENTATIONS, FILE_COPIES, prepare_pairs
 
 # Per-model defaults (the recipes the shipped weights were trained with, unless their card
 # says otherwise). Any of them can be overridden on the command line.
@@ -82,7 +82,7 @@ def _cmd_train(args) -> int:
         progress=not args.quiet, name=name, side_losses=args.side_losses)
     if args.prepare_only:
         prepare_pairs([Path(cfg.data_root) / s for s in cfg.train_sets], cfg.qualities, cfg.scales,
-                      cfg.workers, cfg.cache_dir, cfg.progress, transposed=cfg.augment in TRANSPOSED_FILES)
+                      cfg.workers, cfg.cache_dir, cfg.progress, **FILE_COPIES.get(cfg.augment, {}))
         return 0
     card = train(cfg)
     if not card:
@@ -175,7 +175,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--augment", choices=list(AUGMENTATIONS),
                    help="patch symmetries: flips, or flips and transposes (default: the model's: flips for "
                         "models that read the coefficients, whose table a transpose breaks; dihedral for pixel models); "
-                        "flips+transposed: flips, and every image also transposed before compression (real files)")
+                        "flips+transposed: flips, and every image also transposed before compression (real files); "
+                        "flips+transposed+shifted: those, and each also with the coding grid moved by 4 pixels")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch", type=int)
     p.add_argument("--patch", type=int, help="patch side (multiple of 8)")

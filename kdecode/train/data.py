@@ -60,7 +60,7 @@ def decoded_plane(y: np.ndarray, quality: int) -> np.ndarray:
     return component_plane(coeffs, 0, "cpu", exact=False).numpy().astype(np.float32)
 
 
-def _training_luma(path: Path, scale: float, transposed: bool = False) -> np.ndarray:
+def _training_luma(path: Path, scale: float, transposed: bool = False, offset: int = 0) -> np.ndarray:
     y = luma(Image.open(path))
     if (y.shape[0] > y.shape[1]) != transposed:
         # landscape, so images of one size stack into one tensor (``transposed``: portrait)
@@ -69,6 +69,7 @@ def _training_luma(path: Path, scale: float, transposed: bool = False) -> np.nda
         h, w = y.shape
         size = (max(8, round(w * scale)), max(8, round(h * scale)))
         y = np.asarray(Image.fromarray(y, "L").resize(size, Image.BICUBIC))
+    y = y[offset:, offset:]  # ``offset``: the coding grid moved against the content (a new file)
     h, w = (y.shape[0] // 8) * 8, (y.shape[1] // 8) * 8
     return np.ascontiguousarray(y[:h, :w])  # whole blocks: the JPEG grid starts at (0, 0)
 
@@ -112,17 +113,25 @@ def _map(fn, jobs, workers: int, desc: str, progress: bool):
 
 
 def prepare_pairs(folders: list[str | Path], qualities: list[int], scales=(1.0,), workers: int = 0,
-                  cache_dir: str | Path | None = None, progress: bool = True, transposed: bool = False):
+                  cache_dir: str | Path | None = None, progress: bool = True, transposed: bool = False,
+                  shifted: bool = False):
     """Training pairs of every image of ``folders`` at every scale.
 
     Returns ``(targets, inputs)``: ``targets`` a list of uint8 ``[H, W]`` original luma planes
     (portrait images transposed, cropped to whole blocks), ``inputs[q]`` the float32 decoded
     planes at quality ``q`` in the same order. ``transposed``: every image also transposed
     before it is compressed (the portrait copies follow the landscape ones), so that a model
-    reading the table sees transposed content as a real file. With ``cache_dir``, each quality is stored once
-    as ``.npz`` there and shared by later runs (and by training processes running side by side)."""
+    reading the table sees transposed content as a real file. ``shifted``: every image (and
+    transpose) also cropped by half a block, 4 pixels, at the top and left before it is
+    compressed, so the same content meets the coding grid at another phase: its blocks, their
+    coefficients and their artifacts are another file's, where a crop of the decoded plane can
+    only move the patch, never the grid under the content. With ``cache_dir``, each quality is
+    stored once as ``.npz`` there and shared by later runs (and by training processes running
+    side by side)."""
     jobs = [(f, s) for s in scales for folder in folders for f in image_files(folder)]
     jobs += [(f, s, True) for f, s in jobs] if transposed else []
+    # (f, s[, transposed]) as before, so caches of the jobs without shifts keep their keys
+    jobs += [(j[0], j[1], len(j) > 2, 4) for j in jobs] if shifted else []
     key = hashlib.sha1(json.dumps([[str(j[0]), *j[1:]] for j in jobs]).encode()).hexdigest()[:12]
     root = Path(cache_dir) if cache_dir else None
     targets = _cached(root / f"pairs-{key}-original.npz" if root else None,
@@ -138,9 +147,14 @@ def prepare_pairs(folders: list[str | Path], qualities: list[int], scales=(1.0,)
 AUGMENTATIONS = {"flips": "random horizontal and vertical flips (4 symmetries)",
                  "dihedral": "random flips and transposes (8 symmetries)",
                  "flips+transposed": "random horizontal and vertical flips, every image also transposed before "
-                                     "compression (8 symmetries, each patch a real file's decode)"}
-#: the augmentations whose transposes are of the originals, before compression (prepare_pairs)
-TRANSPOSED_FILES = {"flips+transposed"}
+                                     "compression (8 symmetries, each patch a real file's decode)",
+                 "flips+transposed+shifted": "random horizontal and vertical flips, every image also transposed, "
+                                             "and each of the two also cropped by 4 pixels at the top and left "
+                                             "(the coding grid at half a block's phase) before compression "
+                                             "(each patch a real file's decode)"}
+#: the extra files each augmentation compresses (``prepare_pairs`` keyword arguments)
+FILE_COPIES = {"flips+transposed": {"transposed": True},
+               "flips+transposed+shifted": {"transposed": True, "shifted": True}}
 
 
 class PatchSampler:
@@ -159,7 +173,8 @@ class PatchSampler:
     the table learn from flips only; pixel models, which never see the table, may take both.
     ``"flips+transposed"`` gives the coefficient models the transposes too, as files: the
     planes hold each image transposed before compression (``prepare_pairs(transposed=True)``),
-    and the patches are flipped only.
+    and the patches are flipped only; ``"flips+transposed+shifted"`` also each of those with
+    the coding grid moved by half a block (``shifted=True``).
     Images of equal size are stacked into one tensor; a patch's image is drawn with probability
     proportional to the image's area."""
 

@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..metrics import psnr
 from ..models.base import warn_if_emulated_bf16
 from ..models.registry import build
-from .data import AUGMENTATIONS, TRANSPOSED_FILES, PatchSampler, decoded_plane, image_files, luma, prepare_pairs
+from .data import AUGMENTATIONS, FILE_COPIES, PatchSampler, decoded_plane, image_files, luma, prepare_pairs
 
 ARCH_DESCRIPTIONS = {
     "arcnn": "AR-CNN 64(9)-32(7)-16(1)-1(5), PReLU, residual output",
@@ -236,7 +236,7 @@ def train(cfg: TrainConfig) -> dict:
     root = Path(cfg.data_root)
     augment = cfg.augment or model.augment
     targets, inputs = prepare_pairs([root / s for s in cfg.train_sets], cfg.qualities, cfg.scales, cfg.workers,
-                                    cfg.cache_dir, cfg.progress, transposed=augment in TRANSPOSED_FILES)
+                                    cfg.cache_dir, cfg.progress, **FILE_COPIES.get(augment, {}))
     sampler = PatchSampler(targets, inputs, cfg.patch, device, cfg.seed, augment)
     n_pixels = sum(t.size for t in targets)
     del targets, inputs
