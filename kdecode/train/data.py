@@ -130,8 +130,9 @@ def prepare_pairs(folders: list[str | Path], qualities: list[int], scales=(1.0,)
     side by side)."""
     jobs = [(f, s) for s in scales for folder in folders for f in image_files(folder)]
     jobs += [(f, s, True) for f, s in jobs] if transposed else []
-    # (f, s[, transposed]) as before, so caches of the jobs without shifts keep their keys
-    jobs += [(j[0], j[1], len(j) > 2, 4) for j in jobs] if shifted else []
+    # jobs stay (f, s) or (f, s, True) (transposed) as before, so the caches of runs without
+    # shifts keep their keys; a shifted job is (f, s, transposed, offset)
+    jobs += [(j[0], j[1], len(j) == 3, 4) for j in jobs] if shifted else []
     key = hashlib.sha1(json.dumps([[str(j[0]), *j[1:]] for j in jobs]).encode()).hexdigest()[:12]
     root = Path(cache_dir) if cache_dir else None
     targets = _cached(root / f"pairs-{key}-original.npz" if root else None,
