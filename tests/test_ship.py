@@ -126,3 +126,14 @@ def test_average_of_stages_refuses_other_data(ship, tmp_path):
     with pytest.raises(SystemExit, match="not a stage"):
         ship.main([str(last), "--average", str(first), "--stages", "--chosen-on", "BSD68"])
     assert not (tmp_path / "weights" / "hrcnn_q10.safetensors").exists()
+
+
+def test_status_names_a_shortfall_finer_than_the_target(ship):
+    """A figure a few thousandths short reads as short (29.4970 < 29.50), not "29.50 < 29.50";
+    one at the target is final."""
+    def card(psnr):
+        return {"model": "dmcnn", "qualities": [10],
+                "metrics": {"LIVE1_gray": {"10": {"jpeg": {"psnr": 27.77}, "model": {"psnr": psnr}}}},
+                "training": {"device": "cpu", "wall_time_s": 60}}
+    assert "q10 LIVE1_gray PSNR 29.4970 < target 29.50" in ship.status(card(29.497))
+    assert ship.status(card(29.5)) == "final"

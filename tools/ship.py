@@ -58,7 +58,8 @@ def status(card: dict, siblings_final: bool = True) -> str:
         got = None if m is None else m["model"]["psnr"] - (m["jpeg"]["psnr"] if kind == "gain" else 0.0)
         if got is None or got < targets[q]:
             what = "PSNR" if kind == "psnr" else "PSNR gain"
-            short.append(f"q{q} LIVE1_gray {what} {'not measured' if got is None else f'{got:+.2f}' if kind == 'gain' else f'{got:.2f}'}"
+            # Four decimals, as the cards store: two would print 29.4970 as "29.50 < target 29.50".
+            short.append(f"q{q} LIVE1_gray {what} {'not measured' if got is None else f'{got:+.4f}' if kind == 'gain' else f'{got:.4f}'}"
                          f" < target {targets[q]:.2f}")
     if not short and not any(q in targets for q in card["qualities"]):
         if siblings_final:
