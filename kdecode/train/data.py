@@ -60,6 +60,11 @@ def decoded_plane(y: np.ndarray, quality: int) -> np.ndarray:
     return component_plane(coeffs, 0, "cpu", exact=False).numpy().astype(np.float32)
 
 
+#: how far ``prepare_pairs(shifted=True)`` crops each image before compression: half a block, the
+#: coding grid's phase farthest from the one every other copy meets
+GRID_SHIFT = 4
+
+
 def _training_luma(path: Path, scale: float, transposed: bool = False, offset: int = 0) -> np.ndarray:
     y = luma(Image.open(path))
     if (y.shape[0] > y.shape[1]) != transposed:
@@ -132,7 +137,7 @@ def prepare_pairs(folders: list[str | Path], qualities: list[int], scales=(1.0,)
     jobs += [(f, s, True) for f, s in jobs] if transposed else []
     # jobs stay (f, s) or (f, s, True) (transposed) as before, so the caches of runs without
     # shifts keep their keys; a shifted job is (f, s, transposed, offset)
-    jobs += [(j[0], j[1], len(j) == 3, 4) for j in jobs] if shifted else []
+    jobs += [(j[0], j[1], len(j) == 3, GRID_SHIFT) for j in jobs] if shifted else []
     key = hashlib.sha1(json.dumps([[str(j[0]), *j[1:]] for j in jobs]).encode()).hexdigest()[:12]
     root = Path(cache_dir) if cache_dir else None
     targets = _cached(root / f"pairs-{key}-original.npz" if root else None,
