@@ -29,15 +29,15 @@
 #           AR-CNN and HR-CNN, float32 and bf16, with the CPU/GPU overlap), then the runs of JOBS
 #           in the background until DEADLINE (CALL_SECONDS=560 minus EVAL_MARGIN=110 s for their
 #           evaluations and the packing) while the GPU tests run, then collect: the runs come back
-#           as finish() returns them. For what is short now: JOBS="hrcnn dmcnn_more"
-#           HRCNN_QUALITIES=10 HRCNN_ACT=relu HRCNN_FROM=kdecode/weights HRCNN_LR=2e-4 EMA=0.999
-#           SCALES=1.0 (the CPU stages' recipe, continued; docs/training_log.md).
+#           as finish() returns them. For what is short now (session 49: the GPU throughput figures
+#           of issues 7 and 8, then D3-256 q10/q20): JOBS="d3" EMA=0.999 (the CPU stages' recipe,
+#           continued from the shipped weights; docs/training_log.md).
 # Settings (environment): TRAIN_SECONDS=1020 (wall time from the start of training to its end,
 # shared by all runs), JOBS="hrcnn hrcnn_input dmcnn d3" (what runs: HR-CNN q10..50; HR-CNN q10
 # on dequantized input; "hrcnn_input_pair": q10 on both inputs from the IDCT start, the
 # input ablation for the ReLU network; DMCNN q20 -> q10 + no-DRU from scratch; D3-256 q10/q20
 # continued; "dmcnn_more": the shipped DMCNN q10/q20 continued), HRCNN_ACT=none|relu, HRCNN_LR=5e-4,
-# DMCNN_LR=3e-4, DMCNN_BATCH=80, DMCNN_AUGMENT=flips+transposed (dmcnn_more), EMA (unset; e.g. 0.999: every run's --ema), HRCNN_FROM=kdecode/weights (HR-CNN continues the shipped weights of its
+# DMCNN_LR=3e-4, DMCNN_BATCH=80, DMCNN_AUGMENT=flips+transposed (dmcnn_more), D3_BATCH=32, D3_LR=5e-5, D3_AUGMENT=flips+transposed+shifted (d3), EMA (unset; e.g. 0.999: every run's --ema), HRCNN_FROM=kdecode/weights (HR-CNN continues the shipped weights of its
 # quality with the same activation, else starts from the shipped q10 ones; unset: the IDCT
 # start), TRAIN_SETS=BSDS500/train,BSDS500/test,Train400 (Train400's full-range luma keeps the
 # runs from learning LIVE1_gray's [16, 235] range: docs/training_log.md, session 21),
@@ -229,9 +229,12 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
     done
     wait
   ) &
-  [[ $jobs == *" d3 "* ]] && for q in 10 20; do  # D3-256 continued from the weights shipped by the CPU run (larger batch)
-    { $K train --model d3 --quality $q --out "$R/d3_q$q" --init-from "kdecode/weights/d3_q$q.safetensors" --batch 16 \
-        --lr 5e-4 --warmup 100 --time-budget "$(left 40)" "${common[@]}" "${dry[@]}" >"$R/d3_q$q.log" 2>&1
+  [[ $jobs == *" d3 "* ]] && for q in 10 20; do  # D3-256 continued from the shipped weights with the CPU stages'
+    # recipe (sessions 43 and 49: batch 32, Adam 5e-5 to a cosine floor, EMA 0.999 when EMA is set, files
+    # flipped, transposed and shifted before compression); session 3's batch 16 at 5e-4 gained 0.01 dB
+    { $K train --model d3 --quality $q --out "$R/d3_q$q" --init-from "kdecode/weights/d3_q$q.safetensors" \
+        --batch "${D3_BATCH:-32}" --lr "${D3_LR:-5e-5}" --lr-min 1e-6 --augment "${D3_AUGMENT:-flips+transposed+shifted}" \
+        --warmup 100 --time-budget "$(left 40)" "${common[@]}" "${dry[@]}" >"$R/d3_q$q.log" 2>&1
       run_eval "$R/d3_q$q" d3 $q nonijg; } &
   done
   wait
