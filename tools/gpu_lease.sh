@@ -182,6 +182,9 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
   while [ ! -f "$KD/benched" ]; do sleep 2; done  # the throughput figures are taken on the quiet machine
   # JPEG pairs of every training image at every quality, made once, shared by all runs.
   $K train --model hrcnn --quality "$(echo $hq 10 20 | tr ' ' '\n' | sort -nu | paste -sd,)" --prepare-only --workers 12 "${common[@]}" 2>&1 | tail -2
+  # D3 trains on files also transposed and grid-shifted: its pairs too, with every core, before the clock starts
+  [[ " ${JOBS:-hrcnn hrcnn_input dmcnn d3} " == *" d3 "* ]] && $K train --model d3 --quality 10,20 \
+    --augment "${D3_AUGMENT:-flips+transposed+shifted}" --prepare-only --workers 12 "${common[@]}" 2>&1 | tail -2
   echo "pairs ready $(date +%T)"
   while [ ! -f "$KD/go" ]; do sleep 2; done  # the quick phase owns the GPU until then
   END=${DEADLINE:-$(( $(date +%s) + ${TRAIN_SECONDS:-1020} ))}  # lease15 sets DEADLINE (the pairs' making counted in)
