@@ -178,13 +178,14 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
                 --scales "${SCALES:-1,0.9,0.8,0.7,0.6}" --steps 10000000 --cache-dir "$KD/cache" --device "$DEVICE"
                 --checkpoint-every 1000 --val-every 2000 -q)
   [ -n "${EMA:-}" ] && common+=(--ema "$EMA")  # the runs ship a moving average of their weights
-  local hq=${HRCNN_QUALITIES:-10 20 30 40 50}
+  local hq=${HRCNN_QUALITIES:-10 20 30 40 50} jobs=" ${JOBS:-hrcnn hrcnn_input dmcnn d3} "
+  local d3_augment=${D3_AUGMENT:-flips+transposed+shifted}
   while [ ! -f "$KD/benched" ]; do sleep 2; done  # the throughput figures are taken on the quiet machine
   # JPEG pairs of every training image at every quality, made once, shared by all runs.
   $K train --model hrcnn --quality "$(echo $hq 10 20 | tr ' ' '\n' | sort -nu | paste -sd,)" --prepare-only --workers 12 "${common[@]}" 2>&1 | tail -2
   # D3 trains on files also transposed and grid-shifted: its pairs too, with every core, before the clock starts
-  [[ " ${JOBS:-hrcnn hrcnn_input dmcnn d3} " == *" d3 "* ]] && $K train --model d3 --quality 10,20 \
-    --augment "${D3_AUGMENT:-flips+transposed+shifted}" --prepare-only --workers 12 "${common[@]}" 2>&1 | tail -2
+  [[ $jobs == *" d3 "* ]] && $K train --model d3 --quality 10,20 \
+    --augment "$d3_augment" --prepare-only --workers 12 "${common[@]}" 2>&1 | tail -2
   echo "pairs ready $(date +%T)"
   while [ ! -f "$KD/go" ]; do sleep 2; done  # the quick phase owns the GPU until then
   END=${DEADLINE:-$(( $(date +%s) + ${TRAIN_SECONDS:-1020} ))}  # lease15 sets DEADLINE (the pairs' making counted in)
@@ -198,7 +199,6 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
       --out "$R/$3" --time-budget "$(left 40)" "${common[@]}" "${dry[@]}" >"$R/$3.log" 2>&1
     run_eval "$R/$3" hrcnn "$1"
   }
-  local jobs=" ${JOBS:-hrcnn hrcnn_input dmcnn d3} "
   if [[ $jobs == *" hrcnn "* ]]; then for q in $hq; do hrcnn "$q" quantized "hrcnn_q$q" & done; fi
   # the input ablation: q10 on dequantized input from the IDCT start; "hrcnn_input_pair" adds the
   # quantized input from the same start beside it (the shipped-weights runs start elsewhere)
@@ -236,7 +236,7 @@ trainall() {  # background (setsid): every run, with its evaluation, ending by $
     # recipe (sessions 43 and 49: batch 32, Adam 5e-5 to a cosine floor, EMA 0.999 when EMA is set, files
     # flipped, transposed and shifted before compression); session 3's batch 16 at 5e-4 gained 0.01 dB
     { $K train --model d3 --quality $q --out "$R/d3_q$q" --init-from "kdecode/weights/d3_q$q.safetensors" \
-        --batch "${D3_BATCH:-32}" --lr "${D3_LR:-5e-5}" --lr-min 1e-6 --augment "${D3_AUGMENT:-flips+transposed+shifted}" \
+        --batch "${D3_BATCH:-32}" --lr "${D3_LR:-5e-5}" --lr-min 1e-6 --augment "$d3_augment" \
         --warmup 100 --time-budget "$(left 40)" "${common[@]}" "${dry[@]}" >"$R/d3_q$q.log" 2>&1
       run_eval "$R/d3_q$q" d3 $q nonijg; } &
   done
